@@ -1,0 +1,5 @@
+import sys
+
+from auditors.cli import main
+
+sys.exit(main())

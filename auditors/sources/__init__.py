@@ -1,0 +1,1 @@
+"""Where rows come from: captured snapshots (and, later, live Resource Graph)."""
