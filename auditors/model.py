@@ -42,6 +42,8 @@ T_PUBLIC_IP = "microsoft.network/publicipaddresses"
 T_NAT_GATEWAY = "microsoft.network/natgateways"
 
 ACR_PRIVATE_DNS_ZONE = "privatelink.azurecr.io"
+IDENTITY_MANAGED, IDENTITY_SERVICE_PRINCIPAL = "managed", "service-principal"
+IDENTITY_NONE, IDENTITY_UNKNOWN = "none", "unknown"
 
 
 def _tags(row: dict) -> dict[str, str]:
@@ -110,13 +112,19 @@ class Cluster(Resource):
     private_cluster: bool = False
 
     @property
-    def uses_managed_identity(self) -> bool | None:
-        """True/False when the row says; None when it carries neither a service principal nor an identity."""
-        if self.service_principal_client_id:
-            return self.service_principal_client_id.lower() == "msi"
-        if self.identity_type:
-            return self.identity_type.lower() != "none"
-        return None
+    def identity_kind(self) -> str:
+        """`managed`, `service-principal`, `none` (explicitly identity-less) or `unknown` (row does not say)."""
+        client_id = self.service_principal_client_id.lower()
+        if client_id == "msi":
+            return IDENTITY_MANAGED
+        if client_id:
+            return IDENTITY_SERVICE_PRINCIPAL
+        kind = self.identity_type.lower()
+        if kind in ("systemassigned", "userassigned", "systemassigned, userassigned"):
+            return IDENTITY_MANAGED
+        if kind == "none":
+            return IDENTITY_NONE
+        return IDENTITY_UNKNOWN
 
     @classmethod
     def from_row(cls, row: dict) -> Cluster:
@@ -314,9 +322,11 @@ class Inventory:
         self.subscriptions: dict[str, SubscriptionInfo] = {}
         self.vnets: dict[str, VirtualNetwork] = {}
         self.subnet_vnet: dict[str, str] = {}
+        self.vnets_by_group: dict[str, list[str]] = defaultdict(list)
         self.private_endpoints: dict[str, PrivateEndpoint] = {}
         self.endpoints_by_registry: dict[str, list[str]] = defaultdict(list)
         self.dns_links_by_vnet: dict[str, list[DnsLink]] = defaultdict(list)
+        self.acr_dns_zones: list[str] = []
         self.public_ips: dict[str, str] = {}
         self.nat_gateways: dict[str, NatGateway] = {}
         self.registries_by_name: dict[str, list[str]] = defaultdict(list)
@@ -424,6 +434,7 @@ class Inventory:
             subnet_key = norm_id(dig(subnet, "id")) or f"{key}/subnets/{_text(dig(subnet, 'name')).lower()}"
             subnets[subnet_key] = Subnet(subnet_key, norm_id(dig(subnet, "properties", "natGateway", "id")))
             self.subnet_vnet[subnet_key] = key
+        self.vnets_by_group[resource_group_id(key)].append(key)
         self.vnets[key] = VirtualNetwork(
             id=row["id"],
             dns_servers=[s for s in as_list(dig(props, "dhcpOptions", "dnsServers")) if isinstance(s, str) and s],
@@ -461,6 +472,10 @@ class Inventory:
         if vnet_key:
             self.dns_links_by_vnet[vnet_key].append(DnsLink(row["id"], zone_name, vnet_key, state))
 
+    def _add_dns_zone(self, row: dict) -> None:
+        if last_segment(row["id"]) == ACR_PRIVATE_DNS_ZONE:
+            self.acr_dns_zones.append(row["id"])
+
     def _add_public_ip(self, row: dict) -> None:
         self.public_ips[norm_id(row["id"])] = _text(dig(row, "properties", "ipAddress"))
 
@@ -482,6 +497,7 @@ class Inventory:
         T_SUBSCRIPTION: _add_subscription,
         T_VNET: _add_vnet,
         T_PRIVATE_ENDPOINT: _add_private_endpoint,
+        T_DNS_ZONE: _add_dns_zone,
         T_DNS_LINK: _add_dns_link,
         T_PUBLIC_IP: _add_public_ip,
         T_NAT_GATEWAY: _add_nat_gateway,

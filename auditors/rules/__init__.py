@@ -1,0 +1,110 @@
+"""The rule catalog: one small pure function per rule, with typed metadata.
+
+Rule ids are a public contract (docs, the Log Analytics table and alert rules key on them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    PASS = "Pass"
+    FAIL = "Fail"
+    UNKNOWN = "Unknown"
+    NOT_APPLICABLE = "NotApplicable"
+
+
+class Severity(StrEnum):
+    INFORMATIONAL = "Informational"
+    LOW = "Low"
+    MEDIUM = "Medium"
+    HIGH = "High"
+    CRITICAL = "Critical"
+
+    @property
+    def rank(self) -> int:
+        return list(Severity).index(self)
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        for member in cls:
+            if member.value.lower() == text.strip().lower():
+                return member
+        raise ValueError(f"unknown severity {text!r}; choose one of {', '.join(m.value for m in cls)}")
+
+
+class Scope(StrEnum):
+    CLUSTER = "cluster"
+    REGISTRY = "registry"
+    PAIR = "pair"
+
+
+@dataclass(frozen=True)
+class RuleMeta:
+    id: str
+    title: str
+    severity: Severity
+    scope: Scope
+    category: str
+    seed_cause: int | None
+    synopsis: str
+    remediation: str  # `az` commands; {placeholders} are filled from the finding's resources
+    links: tuple[str, ...] = ()
+
+
+@dataclass
+class Result:
+    status: Status
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    fix: dict[str, str] = field(default_factory=dict)  # extra placeholder values for the remediation text
+
+
+def passed(message: str, **evidence: Any) -> Result:
+    return Result(Status.PASS, message, evidence)
+
+
+def failed(message: str, fix: dict[str, str] | None = None, **evidence: Any) -> Result:
+    return Result(Status.FAIL, message, evidence, fix or {})
+
+
+def unknown(message: str, **evidence: Any) -> Result:
+    return Result(Status.UNKNOWN, message, evidence)
+
+
+def not_applicable(message: str, **evidence: Any) -> Result:
+    return Result(Status.NOT_APPLICABLE, message, evidence)
+
+
+@dataclass(frozen=True)
+class Rule:
+    meta: RuleMeta
+    check: Callable[[Any], Result]
+
+
+RULES: dict[str, Rule] = {}
+# Ids reserved in the public contract but not evaluated yet.
+RESERVED: dict[str, str] = {
+    "AKS-ACR-002": "Observed pull failures and imagePullSecrets (seed cause 2): needs in-cluster data; planned.",
+}
+
+
+def rule(meta: RuleMeta) -> Callable[[Callable[[Any], Result]], Callable[[Any], Result]]:
+    def register(check: Callable[[Any], Result]) -> Callable[[Any], Result]:
+        if meta.id in RULES or meta.id in RESERVED:
+            raise ValueError(f"duplicate rule id {meta.id}")
+        RULES[meta.id] = Rule(meta, check)
+        return check
+
+    return register
+
+
+def catalog() -> list[Rule]:
+    """Every registered rule, ordered by id."""
+    from auditors.rules import cluster, pair, registry  # noqa: F401  (registration side effect)
+
+    return [RULES[key] for key in sorted(RULES)]
