@@ -1,0 +1,235 @@
+"""Pair-scope rules: can this cluster pull from this registry."""
+
+from __future__ import annotations
+
+from auditors import network, rbac
+from auditors.model import T_REPLICATION, T_ROLE_ASSIGNMENT
+from auditors.rules import Result, RuleMeta, Scope, Severity, failed, not_applicable, passed, rule, unknown
+from auditors.rules.context import PairContext
+
+DOCS_ACR = "https://learn.microsoft.com/azure/container-registry"
+DOCS_AKS = "https://learn.microsoft.com/azure/aks"
+MAX_LISTED = 20
+REPOSITORY_READER = "Container Registry Repository Reader"
+
+
+SCOPES_SEARCHED = "the registry, its resource group, subscription, management groups or root"
+
+
+def _where(grant: rbac.Grant) -> str:
+    return f"{grant.scope_label} scope {grant.scope}"
+
+
+def _grant_list(grants: list[rbac.Grant]) -> list[dict]:
+    return [g.evidence() for g in grants[:MAX_LISTED]]
+
+
+def _mode_verdict(ctx: PairContext, mode: str) -> Result:
+    principal = ctx.cluster_ctx.principal
+    access = ctx.pull_access(mode)
+    evidence = {"roleAssignmentMode": mode, "grants": _grant_list(access.direct)}
+    if access.granted:
+        first = access.direct[0]
+        if access.unconditional:
+            return passed(f"The {principal.kind} holds {first.role} at {_where(first)} "
+                          f"({len(access.direct)} granting assignment(s)).", **evidence)
+        return passed(f"The {principal.kind} holds {first.role} at {_where(first)}, limited by an ABAC "
+                      f"condition to some repositories: {first.condition}", **evidence)
+    reasons = []
+    if access.via_groups:
+        groups = sorted({g.principal_id for g in access.via_groups})
+        reasons.append(f"pull is granted to group(s) {', '.join(groups[:5])}, and group membership is not visible "
+                       "in Resource Graph")
+        evidence["groupGrants"] = _grant_list(access.via_groups)
+    if access.unresolved_roles:
+        roles = sorted(set(access.unresolved_roles))
+        reasons.append(f"role definition(s) {', '.join(roles[:5])} assigned to it are not in the snapshot")
+        evidence["unresolvedRoles"] = roles[:MAX_LISTED]
+    if not ctx.inventory.collected(T_ROLE_ASSIGNMENT):
+        reasons.append("the snapshot holds no role assignment rows")
+    reasons.extend(access.gaps)
+    if access.gaps:
+        evidence["gaps"] = access.gaps
+    if reasons:
+        return unknown(f"No role granting pull to the {principal.kind} was found, but " + "; ".join(reasons) + ".",
+                       **evidence)
+    message = f"The {principal.kind} holds no role granting pull at {SCOPES_SEARCHED}."
+    role = "AcrPull"
+    if mode == rbac.ABAC_MODE:
+        role = REPOSITORY_READER
+        legacy = ctx.pull_access(rbac.LEGACY_MODE)
+        message += (" The registry uses ABAC repository permissions, where AcrPull, AcrPush, Owner, Contributor and "
+                    "Reader grant no image access")
+        if legacy.granted:
+            held = ", ".join(sorted({f"{g.role} at {g.scope_label}" for g in legacy.direct})[:5])
+            message += f"; it holds {held}, which this mode ignores"
+            evidence["ignoredInAbacMode"] = _grant_list(legacy.direct)
+        message += "."
+    return failed(message, fix={"role": role}, **evidence)
+
+
+@rule(RuleMeta(
+    id="AKS-ACR-001",
+    title="Cluster pull identity has pull permission on the registry",
+    severity=Severity.HIGH,
+    scope=Scope.PAIR,
+    category="Identity",
+    seed_cause=1,
+    synopsis="The cluster's kubelet identity (or service principal) holds a role that grants image pull on the "
+             "registry, directly or inherited.",
+    remediation=(
+        "az role assignment create --assignee-object-id {principal_id} --assignee-principal-type ServicePrincipal "
+        "--role \"{role}\" --scope {registry_id}\n"
+        "# For a managed-identity cluster on a registry in legacy (non-ABAC) mode, AKS can do it for you:\n"
+        "az aks update --resource-group {cluster_rg} --name {cluster_name} --attach-acr {registry_id}"
+    ),
+    links=(f"{DOCS_AKS}/cluster-container-registry-integration",
+           f"{DOCS_ACR}/container-registry-rbac-abac-repository-permissions",
+           f"{DOCS_ACR}/container-registry-roles"),
+))
+def identity_can_pull(ctx: PairContext) -> Result:
+    registry, principal = ctx.registry, ctx.cluster_ctx.principal
+    if registry.anonymous_pull_enabled and registry.sku.lower() != "basic":
+        return passed("Anonymous pull is enabled on the registry, so no role is needed (see AKS-ACR-009).",
+                      anonymousPullEnabled=True)
+    if not principal.object_id:
+        return unknown(f"The pull identity cannot be resolved: {principal.reason}.", principalKind=principal.kind)
+    declared_mode = next((m for m in rbac.MODES if m.lower() == registry.role_assignment_mode.lower()), "")
+    if declared_mode:
+        return _mode_verdict(ctx, declared_mode)
+    verdicts = {mode: _mode_verdict(ctx, mode) for mode in rbac.MODES}
+    legacy, abac = verdicts[rbac.LEGACY_MODE], verdicts[rbac.ABAC_MODE]
+    if legacy.status == abac.status:
+        legacy.evidence["roleAssignmentMode"] = None
+        legacy.evidence["assumed"] = "roleAssignmentMode absent from the row; both modes give the same verdict"
+        return legacy
+    return unknown(
+        f"The registry row does not say its roleAssignmentMode, and the verdict depends on it: in legacy mode "
+        f"{legacy.status.value} ({legacy.message}) but in ABAC mode {abac.status.value} ({abac.message})",
+        roleAssignmentMode=None, legacy=legacy.evidence, abac=abac.evidence,
+    )
+
+
+@rule(RuleMeta(
+    id="AKS-ACR-003",
+    title="A network route from the cluster's nodes to the registry exists",
+    severity=Severity.HIGH,
+    scope=Scope.PAIR,
+    category="Network",
+    seed_cause=3,
+    synopsis="The registry accepts the cluster's traffic: through its public endpoint (firewall allows the "
+             "cluster's egress IPs) or through an approved private endpoint in the node VNet or a peered VNet.",
+    remediation=(
+        "# Either allow the cluster's egress IP through the registry firewall:\n"
+        "az acr network-rule add --name {registry_name} --resource-group {registry_rg} --ip-address {egress_ip}\n"
+        "# or give the nodes a private path: a private endpoint in (or peered with) the node VNet\n"
+        "az network private-endpoint create --resource-group {cluster_rg} --name pe-{registry_name} "
+        "--vnet-name <node-vnet> --subnet <subnet> --private-connection-resource-id {registry_id} "
+        "--group-ids registry --connection-name {registry_name}\n"
+        "# and approve a pending connection:\n"
+        "az acr private-endpoint-connection approve --registry-name {registry_name} --name <connection-name>"
+    ),
+    links=(f"{DOCS_ACR}/container-registry-access-selected-networks", f"{DOCS_ACR}/container-registry-private-link",
+           f"{DOCS_AKS}/egress-outboundtype"),
+))
+def network_route_exists(ctx: PairContext) -> Result:
+    registry = ctx.registry
+    egress = ctx.cluster_ctx.egress
+    public, private = ctx.public_route, ctx.private_route
+    vnets, vnet_gap = ctx.cluster_ctx.vnets
+    evidence = {
+        "sku": registry.sku or None, "publicNetworkAccess": registry.public_network_access or None,
+        "defaultAction": registry.default_action or None, "ipRules": registry.ip_rules[:MAX_LISTED],
+        "egressIps": egress.ips, "egressSource": egress.source, "nodeVnets": vnets,
+        "publicRoute": public.reason,
+    }
+    if private.paths:
+        evidence["privatePaths"] = [vars(p) for p in private.paths[:MAX_LISTED]]
+    if private.blockers:
+        evidence["privateBlockers"] = private.blockers[:MAX_LISTED]
+    if public.state == network.OPEN:
+        return passed(f"Public route: {public.reason}.", route="public", **evidence)
+    if private.paths:
+        path = private.paths[0]
+        return passed(f"Private route: approved private endpoint {path.endpoint_id} reached via {path.via} "
+                      f"from node VNet {path.node_vnet}.", route="private", **evidence)
+    unknowns = [public.reason] if public.state == network.UNKNOWN else []
+    unknowns += private.unknowns
+    if vnet_gap and private.endpoints_considered:
+        unknowns.append(vnet_gap)
+    if unknowns:
+        return unknown("No route could be confirmed: " + "; ".join(unknowns) + ".", **evidence)
+    private_text = "; ".join(private.blockers) if private.blockers else "the registry has no private endpoint"
+    return failed(f"No network route: {public.reason}, and {private_text}.",
+                  fix={"egress_ip": public.outside_rules[0] if public.outside_rules else "<egress-ip>"}, **evidence)
+
+
+@rule(RuleMeta(
+    id="AKS-ACR-004",
+    title="Private DNS resolves the registry to its private endpoint",
+    severity=Severity.HIGH,
+    scope=Scope.PAIR,
+    category="DNS",
+    seed_cause=3,
+    synopsis="When a private endpoint is the route, the privatelink.azurecr.io zone is linked to the node VNet so "
+             "nodes resolve the registry to the private address.",
+    remediation=(
+        "az network private-dns link vnet create --resource-group {dns_zone_rg} --zone-name privatelink.azurecr.io "
+        "--name link-{node_vnet_name} --virtual-network {node_vnet_id} --registration-enabled false"
+    ),
+    links=(f"{DOCS_ACR}/container-registry-private-link#configure-dns-settings-for-the-private-endpoint",
+           "https://learn.microsoft.com/azure/private-link/private-endpoint-dns"),
+))
+def private_dns_resolves(ctx: PairContext) -> Result:
+    private = ctx.private_route
+    if not private.paths:
+        return not_applicable("No private endpoint route from the node VNet (see AKS-ACR-003).")
+    if ctx.public_route.state == network.OPEN:
+        return not_applicable("The public route works, so the pull does not depend on private DNS.")
+    verdicts = [network.private_dns(vnet, ctx.inventory) for vnet in sorted({p.node_vnet for p in private.paths})]
+    evidence = {"dns": [vars(v) for v in verdicts], "zones": ctx.inventory.acr_dns_zones[:MAX_LISTED]}
+    missing = [v for v in verdicts if v.state == "not linked"]
+    if missing:
+        vnet = missing[0].vnet
+        zone_rg = ctx.inventory.acr_dns_zones[0].split("/")[4] if ctx.inventory.acr_dns_zones else "<dns-zone-rg>"
+        fix = {"node_vnet_id": vnet, "node_vnet_name": vnet.rsplit("/", 1)[-1], "dns_zone_rg": zone_rg}
+        return failed(" ".join(v.reason + "." for v in missing) + " The pull then meets the registry's public "
+                      "endpoint, which refuses it.", fix=fix, **evidence)
+    unknowns = [v for v in verdicts if v.state == network.UNKNOWN]
+    if unknowns:
+        return unknown(" ".join(v.reason + "." for v in unknowns), **evidence)
+    return passed(" ".join(v.reason + "." for v in verdicts), **evidence)
+
+
+@rule(RuleMeta(
+    id="AKS-ACR-008",
+    title="Registry or a replica is in the cluster's region",
+    severity=Severity.LOW,
+    scope=Scope.PAIR,
+    category="Region",
+    seed_cause=6,
+    synopsis="The registry, or one of its geo-replications, is in the cluster's region, so pulls stay in-region.",
+    remediation=(
+        "# Premium registries: add a replica in the cluster's region\n"
+        "az acr replication create --registry {registry_name} --resource-group {registry_rg} "
+        "--location {cluster_location}\n"
+        "# (Basic/Standard first: az acr update --name {registry_name} --sku Premium)"
+    ),
+    links=(f"{DOCS_ACR}/container-registry-geo-replication",),
+))
+def same_region(ctx: PairContext) -> Result:
+    cluster, registry = ctx.cluster, ctx.registry
+    locations = [registry.location, *registry.replica_locations] if registry.location else []
+    evidence = {"clusterLocation": cluster.location or None, "registryLocations": locations}
+    if not cluster.location or not registry.location:
+        return unknown("The cluster or registry row has no location.", **evidence)
+    if cluster.location in locations:
+        where = "the registry" if cluster.location == registry.location else "a replica of the registry"
+        return passed(f"{where.capitalize()} is in {cluster.location}, the cluster's region.", **evidence)
+    if registry.is_premium and not ctx.inventory.collected(T_REPLICATION):
+        return unknown(f"The registry is in {registry.location}, the cluster in {cluster.location}, and the snapshot "
+                       "holds no replication rows to tell whether a replica serves that region.", **evidence)
+    return failed(f"The registry is in {', '.join(locations)} but the cluster is in {cluster.location}: every pull "
+                  "crosses regions (slower pulls, egress cost, and a dependency on another region).",
+                  fix={"cluster_location": cluster.location}, **evidence)
+

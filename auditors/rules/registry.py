@@ -1,0 +1,94 @@
+"""Registry-scope posture rules."""
+
+from __future__ import annotations
+
+from auditors.rules import Result, RuleMeta, Scope, Severity, failed, not_applicable, passed, rule
+from auditors.rules.context import RegistryContext
+
+DOCS = "https://learn.microsoft.com/azure/container-registry"
+
+
+def _default_note(value: bool | None, prop: str) -> dict:
+    """Evidence for a boolean that may be absent: ARM omits it when it holds the service default (false)."""
+    if value is None:
+        return {prop: None, "assumed": f"{prop} absent from the row; the service default is false"}
+    return {prop: value}
+
+
+@rule(RuleMeta(
+    id="AKS-ACR-007",
+    title="Registry admin user is disabled",
+    severity=Severity.MEDIUM,
+    scope=Scope.REGISTRY,
+    category="Posture",
+    seed_cause=5,
+    synopsis="The registry's shared admin account is disabled; clusters pull with Entra identities instead.",
+    remediation=(
+        "# Find what still uses the admin credentials (imagePullSecrets, CI), move it to AcrPull, then:\n"
+        "az acr update --name {registry_name} --resource-group {registry_rg} --admin-enabled false"
+    ),
+    links=(f"{DOCS}/container-registry-authentication#admin-account",),
+))
+def admin_user_disabled(ctx: RegistryContext) -> Result:
+    value = ctx.registry.admin_user_enabled
+    evidence = _default_note(value, "adminUserEnabled")
+    if value:
+        return failed("The admin user is enabled: a shared username/password with push and pull rights that is not "
+                      "tied to any identity and cannot be scoped.", **evidence)
+    return passed("The admin user is disabled.", **evidence)
+
+
+@rule(RuleMeta(
+    id="AKS-ACR-009",
+    title="Registry anonymous pull is disabled",
+    severity=Severity.HIGH,
+    scope=Scope.REGISTRY,
+    category="Posture",
+    seed_cause=None,
+    synopsis="Anonymous (unauthenticated) pull is disabled, so only authorised identities can read images.",
+    remediation="az acr update --name {registry_name} --resource-group {registry_rg} --anonymous-pull-enabled false",
+    links=(f"{DOCS}/anonymous-pull-access",),
+))
+def anonymous_pull_disabled(ctx: RegistryContext) -> Result:
+    registry = ctx.registry
+    value = registry.anonymous_pull_enabled
+    evidence = {**_default_note(value, "anonymousPullEnabled"), "sku": registry.sku or None}
+    if registry.sku.lower() == "basic":
+        return not_applicable("Anonymous pull needs the Standard or Premium SKU; this registry is Basic.", **evidence)
+    if value:
+        return failed("Anonymous pull is enabled: anyone on a network that reaches the registry can pull every "
+                      "image without signing in.", **evidence)
+    return passed("Anonymous pull is disabled.", **evidence)
+
+
+@rule(RuleMeta(
+    id="AKS-ACR-011",
+    title="Registry is not open to every network",
+    severity=Severity.MEDIUM,
+    scope=Scope.REGISTRY,
+    category="Network",
+    seed_cause=None,
+    synopsis="A Premium registry restricts network access: public access disabled or the firewall denies by default.",
+    remediation=(
+        "# Allow only known networks (add each cluster's egress IP or range first):\n"
+        "az acr network-rule add --name {registry_name} --resource-group {registry_rg} "
+        "--ip-address <egress-ip-or-cidr>\n"
+        "az acr update --name {registry_name} --resource-group {registry_rg} --default-action Deny\n"
+        "# Or serve clusters over private endpoints only:\n"
+        "az acr update --name {registry_name} --resource-group {registry_rg} --public-network-enabled false"
+    ),
+    links=(f"{DOCS}/container-registry-access-selected-networks", f"{DOCS}/container-registry-private-link"),
+))
+def not_open_to_every_network(ctx: RegistryContext) -> Result:
+    registry = ctx.registry
+    evidence = {"sku": registry.sku or None, "publicNetworkAccess": registry.public_network_access or None,
+                "defaultAction": registry.default_action or None, "ipRules": registry.ip_rules}
+    if not registry.is_premium:
+        return not_applicable(f"Network rules need the Premium SKU; a {registry.sku or 'non-Premium'} registry "
+                              "always accepts every network.", **evidence)
+    if (registry.public_network_access or "Enabled").lower() == "disabled":
+        return passed("Public network access is disabled.", **evidence)
+    if (registry.default_action or "Allow").lower() == "deny":
+        return passed(f"The firewall denies by default and allows {len(registry.ip_rules)} IP rule(s).", **evidence)
+    return failed("Public network access is enabled with default action Allow: the registry accepts connections "
+                  "from every network.", **evidence)
