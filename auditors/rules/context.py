@@ -10,21 +10,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from auditors import network, rbac
-from auditors.model import (
-    IDENTITY_MANAGED,
-    IDENTITY_NONE,
-    IDENTITY_SERVICE_PRINCIPAL,
-    Cluster,
-    Inventory,
-    Registry,
-)
-
-
-@dataclass
-class PullPrincipal:
-    object_id: str
-    kind: str  # "kubelet identity" or "service principal"
-    reason: str = ""  # why object_id is empty
+from auditors.identity import PullPrincipal, pull_principal
+from auditors.model import Cluster, Inventory, Registry
 
 
 @dataclass
@@ -39,28 +26,6 @@ class Environment:
         return rbac.RoleResolver(self.inventory)
 
 
-def pull_principal(cluster: Cluster, env: Environment) -> PullPrincipal:
-    kind = cluster.identity_kind
-    if kind == IDENTITY_MANAGED:
-        object_id = cluster.kubelet_object_id or env.inventory.identities.get(cluster.kubelet_resource_id.lower(), "")
-        if object_id:
-            return PullPrincipal(object_id, "kubelet identity")
-        return PullPrincipal("", "kubelet identity", "the cluster row names no kubelet identity object id")
-    if kind == IDENTITY_SERVICE_PRINCIPAL:
-        client_id = cluster.service_principal_client_id.lower()
-        object_id = env.principal_map.get(client_id, "")
-        if object_id:
-            return PullPrincipal(object_id, "service principal")
-        return PullPrincipal(
-            "", "service principal",
-            f"the cluster authenticates as service principal appId {client_id}; Resource Graph does not map appIds "
-            "to object ids (add it under `principals:` in the pairs file)",
-        )
-    if kind == IDENTITY_NONE:
-        return PullPrincipal("", "none", "the cluster has no identity (identity type None, no service principal)")
-    return PullPrincipal("", "unknown", "the cluster row has neither servicePrincipalProfile nor identity")
-
-
 class ClusterContext:
     def __init__(self, cluster: Cluster, env: Environment) -> None:
         self.cluster = cluster
@@ -72,7 +37,7 @@ class ClusterContext:
 
     @cached_property
     def principal(self) -> PullPrincipal:
-        return pull_principal(self.cluster, self.env)
+        return pull_principal(self.cluster, self.inventory, self.env.principal_map)
 
     @cached_property
     def egress(self) -> network.Egress:

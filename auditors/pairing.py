@@ -1,0 +1,215 @@
+"""Which registries each cluster pulls from, and how we know.
+
+Three sources, merged per (cluster, registry):
+- `tag`: the cluster tag `acr-pull-registries` (registry names, login servers or resource ids);
+- `pairs-file`: `--pairs FILE` entries matching clusters by id, name, tag or subscription glob;
+- `role-assignment`: the cluster's pull principal holds a pull-granting role at a registry's own
+  scope or its resource group's scope.
+A declared registry that is not in the inventory becomes an unresolved pair (verdicts `Unknown`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from auditors.arm import is_guid, norm_id
+from auditors.identity import pull_principal
+from auditors.model import Cluster, Inventory
+from auditors.rbac import RoleResolver
+
+PAIR_TAG = "acr-pull-registries"
+SOURCE_TAG, SOURCE_FILE, SOURCE_RBAC = "tag", "pairs-file", "role-assignment"
+_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+class PairsFileError(Exception):
+    """The pairs file is unusable; the message names the file, the entry and the problem."""
+
+
+@dataclass
+class ClusterSelector:
+    origin: str
+    registries: list[str]
+    ids: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    subscriptions: list[str] = field(default_factory=list)
+
+    def matches(self, cluster: Cluster) -> bool:
+        """Every given criterion must hold; within one criterion any glob may match."""
+        checks = [
+            (self.ids, norm_id(cluster.id)),
+            (self.names, cluster.name.lower()),
+            (self.subscriptions, cluster.subscription_id),
+        ]
+        for globs, value in checks:
+            if globs and not any(fnmatch.fnmatchcase(value, g) for g in globs):
+                return False
+        cluster_tags = {k.lower(): v for k, v in cluster.tags.items()}
+        for key, glob in self.tags.items():
+            if key not in cluster_tags or not fnmatch.fnmatchcase(cluster_tags[key].lower(), glob):
+                return False
+        return True
+
+
+@dataclass
+class PairsConfig:
+    selectors: list[ClusterSelector] = field(default_factory=list)
+    principals: dict[str, str] = field(default_factory=dict)  # service principal appId -> object id
+
+
+def _globs(value, origin: str, key: str) -> list[str]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) and v.strip() for v in items):
+        raise PairsFileError(f"{origin}: `{key}` must be a string or a list of strings")
+    return [norm_id(v) if key == "id" else v.strip().lower() for v in items]
+
+
+def _selector(entry, origin: str) -> ClusterSelector:
+    if not isinstance(entry, dict):
+        raise PairsFileError(f"{origin}: each pair entry must be a mapping with `clusters` and `registries`")
+    unknown_keys = set(entry) - {"clusters", "registries", "description"}
+    if unknown_keys:
+        raise PairsFileError(f"{origin}: unknown key(s) {', '.join(sorted(unknown_keys))}")
+    registries = entry.get("registries")
+    if isinstance(registries, str):
+        registries = [t for t in _SEPARATORS.split(registries) if t]
+    if not registries or not all(isinstance(r, str) and r.strip() for r in registries):
+        raise PairsFileError(f"{origin}: `registries` must list at least one registry name, login server or id")
+    match = entry.get("clusters")
+    if not isinstance(match, dict) or not match:
+        raise PairsFileError(f"{origin}: `clusters` must be a mapping with any of id, name, tag, subscription")
+    bad = set(match) - {"id", "name", "tag", "subscription"}
+    if bad:
+        raise PairsFileError(f"{origin}: `clusters` has unknown key(s) {', '.join(sorted(bad))}; "
+                             "use id, name, tag, subscription")
+    tags: dict[str, str] = {}
+    for text in _globs(match.get("tag"), origin, "tag"):
+        key, _, value = text.partition("=")
+        tags[key.strip()] = value.strip() or "*"
+    return ClusterSelector(
+        origin=origin,
+        registries=[r.strip() for r in registries],
+        ids=_globs(match.get("id"), origin, "id"),
+        names=_globs(match.get("name"), origin, "name"),
+        tags=tags,
+        subscriptions=_globs(match.get("subscription"), origin, "subscription"),
+    )
+
+
+def load_pairs_file(path: str | Path) -> PairsConfig:
+    """Read a YAML or JSON pairs file:
+
+    pairs:
+      - clusters: {name: "aks-prod-*", tag: "env=prod", subscription: "1111*", id: "/subscriptions/..."}
+        registries: [acrprod, acrshared.azurecr.io]
+    principals:            # optional: service principal appId -> object id, for SP clusters
+      <appId>: <objectId>
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise PairsFileError(f"{path}: cannot read pairs file: {exc.strerror or exc}") from exc
+    try:
+        document = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise PairsFileError(f"{path}: invalid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+    if not isinstance(document, dict) or not ({"pairs", "principals"} & set(document)):
+        raise PairsFileError(f"{path}: expected a mapping with `pairs` (and optionally `principals`)")
+    entries = document.get("pairs") or []
+    if not isinstance(entries, list):
+        raise PairsFileError(f"{path}: `pairs` must be a list")
+    config = PairsConfig([_selector(e, f"{path}: pairs[{i}]") for i, e in enumerate(entries)])
+    principals = document.get("principals") or {}
+    if not isinstance(principals, dict):
+        raise PairsFileError(f"{path}: `principals` must map service principal appIds to object ids")
+    for app_id, object_id in principals.items():
+        if not (is_guid(str(app_id)) and is_guid(str(object_id))):
+            raise PairsFileError(f"{path}: principals: {app_id!r}: {object_id!r} is not a pair of GUIDs")
+        config.principals[str(app_id).lower()] = str(object_id).lower()
+    return config
+
+
+@dataclass
+class Pair:
+    cluster_key: str
+    registry_key: str  # '' when the declared registry is not in the inventory
+    declared: str
+    sources: list[str]
+    problem: str = ""
+
+
+def resolve_registry(token: str, inventory: Inventory) -> tuple[list[str], str]:
+    """Registry keys a declared token names (resource id, login server or name), or ([], problem)."""
+    text = token.strip().lower()
+    if text.startswith("/subscriptions/"):
+        key = norm_id(text)
+        if key in inventory.registries:
+            return [key], ""
+        return [], "no registry with this resource id in the inventory"
+    if "." in text:
+        host = text.split("://", 1)[-1].split("/", 1)[0]
+        keys = inventory.registries_by_login_server.get(host, [])
+        kind = "login server"
+    else:
+        keys = inventory.registries_by_name.get(text, [])
+        kind = "name"
+    if not keys:
+        return [], f"no registry with this {kind} in the inventory"
+    if len(keys) > 1:
+        return [], f"the {kind} is ambiguous: {len(keys)} registries share it ({', '.join(sorted(keys)[:3])})"
+    return list(keys), ""
+
+
+def build_pairs(inventory: Inventory, config: PairsConfig, roles: RoleResolver) -> Iterator[Pair]:
+    for cluster in inventory.clusters.values():
+        yield from pairs_for_cluster(cluster, inventory, config, roles)
+
+
+def pairs_for_cluster(cluster: Cluster, inventory: Inventory, config: PairsConfig, roles: RoleResolver) -> list[Pair]:
+    """The cluster's pairs, each with every source that declared or implied it."""
+    found: dict[str, Pair] = {}
+
+    def add(key: str, registry_key: str, declared: str, source: str, problem: str = "") -> None:
+        pair = found.get(key)
+        if pair is None:
+            pair = found[key] = Pair(cluster.key, registry_key, declared, [], problem)
+        if source not in pair.sources:
+            pair.sources.append(source)
+
+    def declare(token: str, source: str) -> None:
+        keys, problem = resolve_registry(token, inventory)
+        for key in keys:
+            add(key, key, token.strip(), source)
+        if not keys:
+            add(f"declared:{token.strip().lower()}", "", token.strip(), source, problem)
+
+    tag_value = next((v for k, v in cluster.tags.items() if k.lower() == PAIR_TAG), "")
+    for token in _SEPARATORS.split(tag_value):
+        if token:
+            declare(token, SOURCE_TAG)
+    for selector in config.selectors:
+        if selector.matches(cluster):
+            for token in selector.registries:
+                declare(token, SOURCE_FILE)
+    principal = pull_principal(cluster, inventory, config.principals).object_id
+    for assignment in inventory.assignments_by_principal.get(principal, ()) if principal else ():
+        if not roles.grants_in_any_mode(assignment.role_guid):
+            continue
+        if assignment.scope in inventory.registries:
+            targets = [assignment.scope]
+        else:
+            targets = inventory.registries_by_group.get(assignment.scope, [])
+        for key in targets:
+            add(key, key, inventory.registries[key].name, SOURCE_RBAC)
+    return list(found.values())
