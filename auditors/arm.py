@@ -99,3 +99,15 @@ def role_definition_guid(role_definition_id: Any) -> str:
 
 def is_guid(value: Any) -> bool:
     return isinstance(value, str) and bool(_GUID.fullmatch(value.strip()))
+
+
+def type_from_id(resource_id: str) -> str:
+    """Resource type an ARM id implies (`microsoft.containerregistry/registries/replications`), or ''."""
+    parts = norm_id(resource_id).split("/")
+    if "providers" not in parts:
+        return ""
+    start = len(parts) - 1 - parts[::-1].index("providers")
+    tail = parts[start + 1:]
+    if len(tail) < 3:
+        return ""
+    return "/".join([tail[0], *tail[1::2]])

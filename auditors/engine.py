@@ -38,7 +38,7 @@ class Evaluator:
                  progress: Progress | None = None) -> None:
         self.inventory = inventory
         self.config = config
-        self.env = Environment(inventory, config.principals)
+        self.env = Environment(inventory, config.principals, config.groups)
         self.run_id = run_id
         self.time_generated = time_generated
         self.progress = progress

@@ -519,7 +519,7 @@ class Inventory:
         """Scopes whose assignments apply to `resource_id`, nearest first, with a label each,
         and a reason ('' when complete) why management-group ancestry is unknown."""
         key = norm_id(resource_id)
-        scopes = [(key, "resource")]
+        scopes = [(key, "registry" if "/registries/" in key else "resource")]
         group = resource_group_id(key)
         if group:
             scopes.append((group, "resource group"))

@@ -63,6 +63,7 @@ class ClusterSelector:
 class PairsConfig:
     selectors: list[ClusterSelector] = field(default_factory=list)
     principals: dict[str, str] = field(default_factory=dict)  # service principal appId -> object id
+    groups: dict[str, frozenset[str]] = field(default_factory=dict)  # group object id -> known member ids
 
 
 def _globs(value, origin: str, key: str) -> list[str]:
@@ -114,6 +115,8 @@ def load_pairs_file(path: str | Path) -> PairsConfig:
         registries: [acrprod, acrshared.azurecr.io]
     principals:            # optional: service principal appId -> object id, for SP clusters
       <appId>: <objectId>
+    groups:                # optional: groups whose membership you know (object id -> member object ids);
+      <groupId>: []        # grants to these groups are then decided, not reported as Unknown
     """
     path = Path(path)
     try:
@@ -124,8 +127,11 @@ def load_pairs_file(path: str | Path) -> PairsConfig:
         document = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise PairsFileError(f"{path}: invalid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
-    if not isinstance(document, dict) or not ({"pairs", "principals"} & set(document)):
-        raise PairsFileError(f"{path}: expected a mapping with `pairs` (and optionally `principals`)")
+    if not isinstance(document, dict) or not ({"pairs", "principals", "groups"} & set(document)):
+        raise PairsFileError(f"{path}: expected a mapping with `pairs` (and optionally `principals`, `groups`)")
+    unknown_keys = set(document) - {"pairs", "principals", "groups"}
+    if unknown_keys:
+        raise PairsFileError(f"{path}: unknown top-level key(s) {', '.join(sorted(map(str, unknown_keys)))}")
     entries = document.get("pairs") or []
     if not isinstance(entries, list):
         raise PairsFileError(f"{path}: `pairs` must be a list")
@@ -137,6 +143,14 @@ def load_pairs_file(path: str | Path) -> PairsConfig:
         if not (is_guid(str(app_id)) and is_guid(str(object_id))):
             raise PairsFileError(f"{path}: principals: {app_id!r}: {object_id!r} is not a pair of GUIDs")
         config.principals[str(app_id).lower()] = str(object_id).lower()
+    groups = document.get("groups") or {}
+    if not isinstance(groups, dict):
+        raise PairsFileError(f"{path}: `groups` must map group object ids to lists of member object ids")
+    for group_id, members in groups.items():
+        members = members or []
+        if not is_guid(str(group_id)) or not isinstance(members, list) or not all(is_guid(str(m)) for m in members):
+            raise PairsFileError(f"{path}: groups: {group_id!r} must be a GUID mapping to a list of member GUIDs")
+        config.groups[str(group_id).lower()] = frozenset(str(m).lower() for m in members)
     return config
 
 

@@ -159,8 +159,12 @@ def _grant(assignment: RoleAssignment, label: str, resolver: RoleResolver) -> Gr
                  assignment.principal_id, assignment.principal_type, assignment.condition)
 
 
-def pull_access(principal_id: str, registry_id: str, mode: str, resolver: RoleResolver) -> PullAccess:
+def pull_access(principal_id: str, registry_id: str, mode: str, resolver: RoleResolver,
+                group_members: dict[str, frozenset[str]] | None = None) -> PullAccess:
+    """RBAC analysis; `group_members` maps group object ids to their known members (declared by the user),
+    so grants to those groups resolve; grants to other groups stay undecidable."""
     inventory = resolver.inventory
+    group_members = group_members or {}
     scopes, ancestry_gap = inventory.ancestor_scopes(registry_id)
     labels = dict(scopes)
     access = PullAccess(mode)
@@ -182,6 +186,11 @@ def pull_access(principal_id: str, registry_id: str, mode: str, resolver: RoleRe
             access.unresolved_roles.append(assignment.role_guid or assignment.id)
     for scope, label in scopes:
         for assignment in inventory.group_assignments_by_scope.get(scope, ()):
-            if resolver.grants(assignment.role_guid, mode):
+            if not resolver.grants(assignment.role_guid, mode):
+                continue
+            members = group_members.get(assignment.principal_id)
+            if members is None:
                 access.via_groups.append(_grant(assignment, label, resolver))
+            elif principal_id in members:
+                access.direct.append(_grant(assignment, label, resolver))
     return access

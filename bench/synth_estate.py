@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Seeded synthetic Azure tenant in Azure Resource Graph (ARG) row shape.
 
 Benchmark fixture for the AKS -> ACR pull-access auditor.  Writes JSON Lines files
@@ -149,7 +148,7 @@ class _Sink:
     __slots__ = ("f", "n")
 
     def __init__(self, path: Path) -> None:
-        self.f = open(path, "w", encoding="utf-8", buffering=1 << 20)
+        self.f = open(path, "w", encoding="utf-8", buffering=1 << 20)  # noqa: SIM115 - closed by generate()
         self.n = 0
 
     def row(self, obj: dict) -> None:
@@ -162,15 +161,15 @@ class _Sink:
 
 class _Registry:
     __slots__ = (
-        "idx", "id", "name", "login", "sub", "rg", "region", "abac",
-        "deny", "rules", "pe_id", "mg_chain",
+        "abac", "deny", "id", "idx", "login", "mg_chain",
+        "name", "pe_id", "region", "rg", "rules", "sub",
     )
 
 
 class _Spoke:
     __slots__ = (
-        "n", "sub", "region", "rg", "name", "id", "subnet_id", "nat_id",
-        "nat_pip_id", "disconnected", "hub_side", "dns", "linked", "prefix",
+        "disconnected", "dns", "hub_side", "id", "linked", "n", "name",
+        "nat_id", "nat_pip_id", "prefix", "region", "rg", "sub", "subnet_id",
     )
 
 
@@ -258,10 +257,8 @@ class _Generator:
     def assignment(self, scope: str, sub: str, principal: str, ptype: str, role_guid: str,
                    provider_form: bool = False, condition: str | None = None) -> str:
         g = self.guid()
-        if sub and not provider_form:
-            rd = f"/subscriptions/{sub}{RD_PREFIX}{role_guid}"
-        else:
-            rd = RD_PREFIX + role_guid
+        tenant_form = provider_form or not sub
+        rd = RD_PREFIX + role_guid if tenant_form else f"/subscriptions/{sub}{RD_PREFIX}{role_guid}"
         props = {
             "scope": scope, "principalId": principal, "principalType": ptype,
             "roleDefinitionId": rd, "condition": condition,
@@ -437,7 +434,7 @@ class _Generator:
             r.sub = self.pick(self.platform_subs) if rnd() < 0.15 else self.pick(self.lz_subs)
             r.rg = f"rg-acr-{1 + int(rnd() * 3)}"
             while True:
-                name = "acr%06x" % rng.getrandbits(24)
+                name = f"acr{rng.getrandbits(24):06x}"
                 if name not in names:
                     names.add(name)
                     break
@@ -672,7 +669,7 @@ class _Generator:
     def gen_clusters(self, n_clusters: int) -> None:
         rnd, guid, ref = self.rnd, self.guid, self.ref
         c_sink, i_sink, n_sink = self.sinks["clusters"], self.sinks["identities"], self.sinks["network"]
-        other_roles = [ACR_PUSH, OWNER, CONTRIBUTOR] + self.acr_custom
+        other_roles = [ACR_PUSH, OWNER, CONTRIBUTOR, *self.acr_custom]
         self.puller_groups = [guid() for _ in range(50)]
         self.kubelets: list[str] = []
         abac_tagged: dict[int, list[str]] = {}
@@ -697,7 +694,7 @@ class _Generator:
                         words.append(r.name if rnd() < 0.5 else r.login)
                 if rnd() < 0.01:  # dangling tag entry: a registry that does not exist
                     while True:
-                        ghost = "acr%06x" % self.rng.getrandbits(24)
+                        ghost = f"acr{self.rng.getrandbits(24):06x}"
                         if ghost not in self.reg_names:
                             break
                     words.append(ghost)
@@ -882,10 +879,8 @@ class _Generator:
                 else:
                     role, sub = self.noise_custom[int(rnd() * n_custom)]
                     scope = "/subscriptions/" + sub
-                if sub and y > 0.05:
-                    rd = "/subscriptions/" + sub + RD_PREFIX + role
-                else:
-                    rd = RD_PREFIX + role
+                # ~5% of subscription-scoped rows use the tenant-level roleDefinitionId form.
+                rd = "/subscriptions/" + sub + RD_PREFIX + role if sub and y > 0.05 else RD_PREFIX + role
                 p = int(rnd() * n_pool)
                 h = "%032x" % ((getrandbits(128) & mask) | bits)
                 g = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -20,6 +20,7 @@ class Environment:
 
     inventory: Inventory
     principal_map: dict[str, str] = field(default_factory=dict)  # service principal appId -> object id
+    group_members: dict[str, frozenset[str]] = field(default_factory=dict)  # group object id -> member ids
 
     @cached_property
     def roles(self) -> rbac.RoleResolver:
@@ -71,7 +72,8 @@ class PairContext:
         return self.env.inventory
 
     def pull_access(self, mode: str) -> rbac.PullAccess:
-        return rbac.pull_access(self.cluster_ctx.principal.object_id, self.registry.id, mode, self.env.roles)
+        return rbac.pull_access(self.cluster_ctx.principal.object_id, self.registry.id, mode, self.env.roles,
+                               self.env.group_members)
 
     @cached_property
     def public_route(self) -> network.PublicRoute:

@@ -17,7 +17,7 @@ SCOPES_SEARCHED = "the registry, its resource group, subscription, management gr
 
 
 def _where(grant: rbac.Grant) -> str:
-    return f"{grant.scope_label} scope {grant.scope}"
+    return f"the {grant.scope_label} scope {grant.scope}"
 
 
 def _grant_list(grants: list[rbac.Grant]) -> list[dict]:
@@ -61,7 +61,7 @@ def _mode_verdict(ctx: PairContext, mode: str) -> Result:
         message += (" The registry uses ABAC repository permissions, where AcrPull, AcrPush, Owner, Contributor and "
                     "Reader grant no image access")
         if legacy.granted:
-            held = ", ".join(sorted({f"{g.role} at {g.scope_label}" for g in legacy.direct})[:5])
+            held = ", ".join(sorted({f"{g.role} at the {g.scope_label} scope" for g in legacy.direct})[:5])
             message += f"; it holds {held}, which this mode ignores"
             evidence["ignoredInAbacMode"] = _grant_list(legacy.direct)
         message += "."
@@ -97,17 +97,10 @@ def identity_can_pull(ctx: PairContext) -> Result:
     declared_mode = next((m for m in rbac.MODES if m.lower() == registry.role_assignment_mode.lower()), "")
     if declared_mode:
         return _mode_verdict(ctx, declared_mode)
-    verdicts = {mode: _mode_verdict(ctx, mode) for mode in rbac.MODES}
-    legacy, abac = verdicts[rbac.LEGACY_MODE], verdicts[rbac.ABAC_MODE]
-    if legacy.status == abac.status:
-        legacy.evidence["roleAssignmentMode"] = None
-        legacy.evidence["assumed"] = "roleAssignmentMode absent from the row; both modes give the same verdict"
-        return legacy
-    return unknown(
-        f"The registry row does not say its roleAssignmentMode, and the verdict depends on it: in legacy mode "
-        f"{legacy.status.value} ({legacy.message}) but in ABAC mode {abac.status.value} ({abac.message})",
-        roleAssignmentMode=None, legacy=legacy.evidence, abac=abac.evidence,
-    )
+    result = _mode_verdict(ctx, rbac.LEGACY_MODE)
+    result.evidence["assumed"] = (f"roleAssignmentMode {registry.role_assignment_mode or 'absent'} in the row; "
+                                  f"the service default {rbac.LEGACY_MODE} was assumed")
+    return result
 
 
 @rule(RuleMeta(

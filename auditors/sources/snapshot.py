@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditors.arm import dig
+from auditors.arm import dig, type_from_id
 
 SNAPSHOT_SUFFIXES = (".json", ".jsonl", ".ndjson")
 STREAMED_SUFFIXES = (".jsonl", ".ndjson")
@@ -176,6 +176,9 @@ def _rows_of_document(file: Path, document: Any) -> Iterator[tuple[str, Any]]:
     if dig(document, "id") or dig(document, "resourceId"):
         yield str(file), document
         return
+    if dig(document, "$schema") and dig(document, "contentVersion"):
+        raise SnapshotError(f"{file}: this is an ARM template, not a snapshot of deployed resources; "
+                            "export resource rows with `az graph query` (see README)")
     keys = ", ".join(sorted(str(k) for k in document)[:8])
     raise SnapshotError(f"{file}: unknown shape: object without a `data` array or resource `id` (keys: {keys})")
 
@@ -191,8 +194,9 @@ def normalise_row(raw: dict) -> dict:
         if canonical in row and row[canonical] not in (None, ""):
             continue  # PSRule carries both `Id` and `ResourceId`; the first non-empty wins
         row[canonical] = value
-    row_type = row.get("type")
-    row["type"] = row_type.lower() if isinstance(row_type, str) else ""
+    declared = row.get("type")
+    # The id is authoritative: PSRule exports give extension resources their parent's `Type`.
+    row["type"] = type_from_id(row.get("id")) or (declared.lower() if isinstance(declared, str) else "")
     return row
 
 

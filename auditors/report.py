@@ -1,0 +1,63 @@
+"""Run summary: per-rule counts and the worst cluster-registry pairs."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from auditors.findings import Finding
+from auditors.rules import Rule, Severity, Status
+
+STATUS_ORDER = (Status.PASS, Status.FAIL, Status.UNKNOWN, Status.NOT_APPLICABLE)
+
+
+@dataclass
+class Summary:
+    counts: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    pair_failures: dict[tuple[str, str], list[tuple[int, str, str]]] = field(default_factory=lambda: defaultdict(list))
+    worst_fail: Severity | None = None
+    findings: int = 0
+
+    def observe(self, findings: Iterable[Finding]) -> Iterator[Finding]:
+        for finding in findings:
+            self.findings += 1
+            self.counts[finding.RuleId][finding.Status] += 1
+            severity = Severity.parse(finding.Severity)
+            if finding.Status == Status.FAIL and (self.worst_fail is None or severity.rank > self.worst_fail.rank):
+                self.worst_fail = severity
+            if finding.Scope == "pair" and finding.Status in (Status.FAIL, Status.UNKNOWN):
+                weight = severity.rank * 10 + (5 if finding.Status == Status.FAIL else 0)
+                pair = (finding.ClusterName or finding.ClusterId, finding.RegistryName or finding.RegistryId)
+                self.pair_failures[pair].append((weight, finding.RuleId, finding.Status))
+            yield finding
+
+    def total(self, status: Status) -> int:
+        return sum(c[status] for c in self.counts.values())
+
+    def worst_pairs(self, limit: int = 10) -> list[tuple[tuple[str, str], list[tuple[int, str, str]]]]:
+        ranked = sorted(self.pair_failures.items(), key=lambda item: (-sum(w for w, _, _ in item[1]), item[0]))
+        return ranked[:limit]
+
+
+def render(summary: Summary, rules: list[Rule]) -> str:
+    lines = []
+    header = f"{'Rule':<12} {'Sev':<7} {'Pass':>6} {'Fail':>6} {'Unknown':>8} {'N/A':>6}  Title"
+    lines += [header, "-" * len(header)]
+    for rule in rules:
+        counts = summary.counts.get(rule.meta.id, Counter())
+        lines.append(
+            f"{rule.meta.id:<12} {rule.meta.severity.value[:6]:<7} {counts[Status.PASS]:>6} {counts[Status.FAIL]:>6} "
+            f"{counts[Status.UNKNOWN]:>8} {counts[Status.NOT_APPLICABLE]:>6}  {rule.meta.title}"
+        )
+    lines.append(
+        f"{'total':<12} {'':<7} {summary.total(Status.PASS):>6} {summary.total(Status.FAIL):>6} "
+        f"{summary.total(Status.UNKNOWN):>8} {summary.total(Status.NOT_APPLICABLE):>6}"
+    )
+    worst = summary.worst_pairs()
+    if worst:
+        lines += ["", "Worst cluster -> registry pairs:"]
+        for (cluster, registry), problems in worst:
+            detail = ", ".join(f"{rule_id} {status}" for _, rule_id, status in sorted(problems, key=lambda p: p[1]))
+            lines.append(f"  {cluster} -> {registry}: {detail}")
+    return "\n".join(lines)

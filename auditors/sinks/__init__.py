@@ -1,0 +1,1 @@
+"""Where findings go: local files (here), Log Analytics (later)."""
