@@ -132,7 +132,8 @@ def load_pairs_file(path: str | Path) -> PairsConfig:
     unknown_keys = set(document) - {"pairs", "principals", "groups"}
     if unknown_keys:
         raise PairsFileError(f"{path}: unknown top-level key(s) {', '.join(sorted(map(str, unknown_keys)))}")
-    entries = document.get("pairs") or []
+    entries = document.get("pairs")
+    entries = [] if entries is None else entries
     if not isinstance(entries, list):
         raise PairsFileError(f"{path}: `pairs` must be a list")
     config = PairsConfig([_selector(e, f"{path}: pairs[{i}]") for i, e in enumerate(entries)])

@@ -27,16 +27,21 @@ class Summary:
             if finding.Status == Status.FAIL and (self.worst_fail is None or severity.rank > self.worst_fail.rank):
                 self.worst_fail = severity
             if finding.Scope == "pair" and finding.Status in (Status.FAIL, Status.UNKNOWN):
-                weight = severity.rank * 10 + (5 if finding.Status == Status.FAIL else 0)
                 pair = (finding.ClusterName or finding.ClusterId, finding.RegistryName or finding.RegistryId)
-                self.pair_failures[pair].append((weight, finding.RuleId, finding.Status))
+                self.pair_failures[pair].append((severity.rank + 1, finding.RuleId, finding.Status))
             yield finding
 
     def total(self, status: Status) -> int:
         return sum(c[status] for c in self.counts.values())
 
     def worst_pairs(self, limit: int = 10) -> list[tuple[tuple[str, str], list[tuple[int, str, str]]]]:
-        ranked = sorted(self.pair_failures.items(), key=lambda item: (-sum(w for w, _, _ in item[1]), item[0]))
+        def badness(problems: list[tuple[int, str, str]]) -> tuple[int, int]:
+            """Fails outrank Unknowns; within each, higher severities and more rules weigh more."""
+            fails = sum(weight for weight, _, status in problems if status == Status.FAIL)
+            unknowns = sum(weight for weight, _, status in problems if status == Status.UNKNOWN)
+            return -fails, -unknowns
+
+        ranked = sorted(self.pair_failures.items(), key=lambda item: (badness(item[1]), item[0]))
         return ranked[:limit]
 
 

@@ -14,7 +14,8 @@ REGISTRY = {"id": "/subscriptions/11111111-1111-1111-1111-111111111111/resourceG
                   "Microsoft.ContainerRegistry/registries/acr1",
             "name": "acr1", "type": "microsoft.containerregistry/registries", "location": "westeurope",
             "sku": {"name": "Premium"}, "properties": {"adminUserEnabled": True}}
-SUBSCRIPTION = {"id": "/subscriptions/11111111-1111-1111-1111-111111111111", "type": "microsoft.resources/subscriptions",
+SUBSCRIPTION = {"id": "/subscriptions/11111111-1111-1111-1111-111111111111",
+                "type": "microsoft.resources/subscriptions",
                 "subscriptionId": "11111111-1111-1111-1111-111111111111",
                 "properties": {"managementGroupAncestorsChain": [{"name": "mg1"}, {"name": "root"}]}}
 
@@ -100,7 +101,7 @@ def test_bad_files_name_the_file_and_problem(tmp_path, name, content, expected):
 
 
 def test_empty_snapshot_and_missing_paths(tmp_path):
-    with pytest.raises(SnapshotError, match="no .json, .jsonl or .ndjson files"):
+    with pytest.raises(SnapshotError, match=r"no \.json, \.jsonl or \.ndjson files"):
         list(iter_snapshot(tmp_path))
     (tmp_path / "empty.json").write_text('{"data": []}')
     with pytest.raises(SnapshotError, match="empty snapshot"):
@@ -129,9 +130,11 @@ def test_unexpected_row_shapes_do_not_crash(tmp_path):
                                                                              "networkProfile": 5}},
         {"id": "/subscriptions/1/providers/Microsoft.Authorization/roleAssignments/a",
          "type": "microsoft.authorization/roleassignments", "properties": {"principalId": 7}},
-        {"id": "/providers/Microsoft.Authorization/roleDefinitions/nope", "type": "microsoft.authorization/roledefinitions"},
+        {"id": "/providers/Microsoft.Authorization/roleDefinitions/nope",
+         "type": "microsoft.authorization/roledefinitions"},
         {"id": "/subscriptions/1/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v",
-         "type": "microsoft.network/virtualnetworks", "properties": {"subnets": [None, 3], "virtualNetworkPeerings": {}}},
+         "type": "microsoft.network/virtualnetworks",
+         "properties": {"subnets": [None, 3], "virtualNetworkPeerings": {}}},
         17,
     ]
     (tmp_path / "odd.json").write_text(json.dumps(odd))
