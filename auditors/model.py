@@ -7,6 +7,7 @@ with whatever they carry, or skipped with a note; they never stop the run.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -390,12 +391,13 @@ class Inventory:
         props = row.get("properties") if isinstance(row.get("properties"), dict) else {}
         scope = norm_id(dig(props, "scope")) or norm_id(row["id"]).split("/providers/microsoft.authorization/")[0]
         scope = scope or ROOT_SCOPE
+        # Scopes, role ids and types repeat across millions of assignments: intern them once.
         assignment = RoleAssignment(
             id=row["id"],
-            scope=scope,
+            scope=sys.intern(scope),
             principal_id=_text(dig(props, "principalId")).lower(),
-            principal_type=_text(dig(props, "principalType")),
-            role_guid=role_definition_guid(dig(props, "roleDefinitionId")),
+            principal_type=sys.intern(_text(dig(props, "principalType"))),
+            role_guid=sys.intern(role_definition_guid(dig(props, "roleDefinitionId"))),
             condition=_text(dig(props, "condition")),
         )
         self.role_assignment_count += 1

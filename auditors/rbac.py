@@ -134,6 +134,7 @@ class RoleResolver:
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
         self._grants: dict[tuple[str, str], bool | None] = {}
+        self._group_grants: dict[tuple[str, str], list[Grant]] = {}
 
     def definition(self, guid: str) -> RoleDefinition | None:
         return self.inventory.role_definitions.get(guid) or BUILTIN_ROLES.get(guid)
@@ -152,6 +153,17 @@ class RoleResolver:
     def role_name(self, guid: str) -> str:
         definition = self.definition(guid)
         return definition.name if definition else guid
+
+    def group_grants(self, scope: str, label: str, mode: str) -> list[Grant]:
+        """Pull-granting assignments to groups at one scope; computed once per scope and mode."""
+        key = (scope, mode)
+        cached = self._group_grants.get(key)
+        if cached is None:
+            cached = self._group_grants[key] = [
+                _grant(a, label, self) for a in self.inventory.group_assignments_by_scope.get(scope, ())
+                if self.grants(a.role_guid, mode)
+            ]
+        return cached
 
 
 def _grant(assignment: RoleAssignment, label: str, resolver: RoleResolver) -> Grant:
@@ -185,12 +197,10 @@ def pull_access(principal_id: str, registry_id: str, mode: str, resolver: RoleRe
         elif granted is None:
             access.unresolved_roles.append(assignment.role_guid or assignment.id)
     for scope, label in scopes:
-        for assignment in inventory.group_assignments_by_scope.get(scope, ()):
-            if not resolver.grants(assignment.role_guid, mode):
-                continue
-            members = group_members.get(assignment.principal_id)
+        for grant in resolver.group_grants(scope, label, mode):
+            members = group_members.get(grant.principal_id)
             if members is None:
-                access.via_groups.append(_grant(assignment, label, resolver))
+                access.via_groups.append(grant)
             elif principal_id in members:
-                access.direct.append(_grant(assignment, label, resolver))
+                access.direct.append(grant)
     return access
