@@ -117,6 +117,8 @@ def ip_in_rules(address: str, rules: list[str]) -> bool:
 
 
 def public_route(registry: Registry, egress: Egress) -> PublicRoute:
+    if not registry.sku:
+        return PublicRoute(UNKNOWN, "the registry row has no SKU, and network rules apply only to Premium")
     if not registry.is_premium:
         return PublicRoute(OPEN, f"{registry.sku or 'non-Premium'} registries have no network rules; "
                                  "the public endpoint accepts every network")
@@ -160,7 +162,7 @@ def _peering_state(inventory: Inventory, from_vnet: str, to_vnet: str) -> str | 
 
 def private_route(registry: Registry, vnets: list[str], inventory: Inventory) -> PrivateRoute:
     route = PrivateRoute()
-    if not registry.is_premium:
+    if registry.sku and not registry.is_premium:  # private endpoints need Premium
         return route
     statuses = {c.private_endpoint_key: c.status for c in registry.connections}
     for endpoint_key in inventory.endpoints_by_registry.get(registry.key, ()):
@@ -168,8 +170,11 @@ def private_route(registry: Registry, vnets: list[str], inventory: Inventory) ->
         statuses.setdefault(endpoint_key, endpoint.targets.get(registry.key, ""))
     for endpoint_key, status in sorted(statuses.items()):
         route.endpoints_considered += 1
+        if not status:
+            route.unknowns.append(f"private endpoint {endpoint_key} has no connection state in the snapshot")
+            continue
         if status.lower() != "approved":
-            route.blockers.append(f"private endpoint {endpoint_key} connection is {status or 'of unknown state'}")
+            route.blockers.append(f"private endpoint {endpoint_key} connection is {status}, not Approved")
             continue
         endpoint = inventory.private_endpoints.get(endpoint_key)
         if endpoint is None or not endpoint.subnet_key:

@@ -134,7 +134,7 @@ class RoleResolver:
     def __init__(self, inventory: Inventory) -> None:
         self.inventory = inventory
         self._grants: dict[tuple[str, str], bool | None] = {}
-        self._group_grants: dict[tuple[str, str], list[Grant]] = {}
+        self._group_grants: dict[tuple[str, str], tuple[list[Grant], list[str]]] = {}
 
     def definition(self, guid: str) -> RoleDefinition | None:
         return self.inventory.role_definitions.get(guid) or BUILTIN_ROLES.get(guid)
@@ -154,15 +154,20 @@ class RoleResolver:
         definition = self.definition(guid)
         return definition.name if definition else guid
 
-    def group_grants(self, scope: str, label: str, mode: str) -> list[Grant]:
-        """Pull-granting assignments to groups at one scope; computed once per scope and mode."""
+    def group_grants(self, scope: str, label: str, mode: str) -> tuple[list[Grant], list[str]]:
+        """Pull-granting assignments to groups at one scope, and the role ids of group assignments whose
+        definition is unknown; computed once per scope and mode."""
         key = (scope, mode)
         cached = self._group_grants.get(key)
         if cached is None:
-            cached = self._group_grants[key] = [
-                _grant(a, label, self) for a in self.inventory.group_assignments_by_scope.get(scope, ())
-                if self.grants(a.role_guid, mode)
-            ]
+            granting, unresolved = [], []
+            for assignment in self.inventory.group_assignments_by_scope.get(scope, ()):
+                granted = self.grants(assignment.role_guid, mode)
+                if granted:
+                    granting.append(_grant(assignment, label, self))
+                elif granted is None:
+                    unresolved.append(assignment.role_guid or assignment.id)
+            cached = self._group_grants[key] = (granting, unresolved)
         return cached
 
 
@@ -197,7 +202,9 @@ def pull_access(principal_id: str, registry_id: str, mode: str, resolver: RoleRe
         elif granted is None:
             access.unresolved_roles.append(assignment.role_guid or assignment.id)
     for scope, label in scopes:
-        for grant in resolver.group_grants(scope, label, mode):
+        granting, unresolved = resolver.group_grants(scope, label, mode)
+        access.unresolved_roles.extend(unresolved)
+        for grant in granting:
             members = group_members.get(grant.principal_id)
             if members is None:
                 access.via_groups.append(grant)

@@ -166,3 +166,25 @@ def test_no_dns_link_rows_collected_is_unknown():
     finding = verdict(run(rows), DNS, "aks-orders-prod", "acrcontososhared")
     assert finding.Status == "Unknown"
     assert "no private DNS zone virtual network links" in finding.Message
+
+
+def test_private_endpoint_connection_without_state_is_unknown():
+    rows = demo_rows()
+    connection = row(rows, "acrcontososhared")["properties"]["privateEndpointConnections"][0]
+    del connection["properties"]["privateLinkServiceConnectionState"]
+    row(rows, "pe-acrcontososhared")["properties"]["privateLinkServiceConnections"][0]["properties"].pop(
+        "privateLinkServiceConnectionState")
+    finding = verdict(run(rows), ROUTE, "aks-payments-prod", "acrcontososhared")
+    assert finding.Status == "Unknown" and "no connection state" in finding.Message
+
+
+def test_dns_fail_message_says_when_the_public_route_is_only_unknown():
+    rows = demo_rows()
+    shared = row(rows, "acrcontososhared")
+    shared["properties"]["publicNetworkAccess"] = "Enabled"  # firewall Deny; egress of UDR cluster unknown
+    config = pair_with(demo_config(), "aks-online-web", "acrcontososhared")
+    online = row(rows, "vnet-online")
+    online["properties"]["virtualNetworkPeerings"] = row(rows, "vnet-orders")["properties"]["virtualNetworkPeerings"]
+    finding = verdict(run(rows, config), DNS, "aks-online-web", "acrcontososhared")
+    assert finding.Status == "Fail"
+    assert "whether that admits it is unknown" in finding.Message

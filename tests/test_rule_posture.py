@@ -132,3 +132,26 @@ def test_missing_location_is_unknown():
     rows = demo_rows()
     row(rows, "aks-web-eastus")["location"] = None
     assert verdict(run(rows), "AKS-ACR-008", "aks-web-eastus", "acrcontosoedge").Status == "Unknown"
+
+
+def test_cluster_row_with_identity_but_no_properties_is_unknown():
+    rows = demo_rows()
+    row(rows, "aks-payments-prod")["properties"] = {}
+    assert verdict(run(rows), "AKS-ACR-005", "aks-payments-prod").Status == "Unknown"
+
+
+def test_registry_row_without_sku_is_unknown_for_network_rules():
+    rows = demo_rows()
+    del row(rows, "acrcontosoedge")["sku"]
+    findings = run(rows)
+    assert verdict(findings, "AKS-ACR-011", "acrcontosoedge").Status == "Unknown"
+    route = verdict(findings, "AKS-ACR-003", "aks-web-eastus", "acrcontosoedge")
+    assert route.Status == "Unknown" and "no SKU" in route.Message
+
+
+def test_firewall_that_allows_every_address_is_open():
+    rows = demo_rows()
+    row(rows, "acrcontosoedge")["properties"]["networkRuleSet"]["ipRules"].append(
+        {"action": "Allow", "value": "0.0.0.0/0"})
+    finding = verdict(run(rows), "AKS-ACR-011", "acrcontosoedge")
+    assert finding.Status == "Fail" and "0.0.0.0/0" in finding.Message

@@ -187,3 +187,19 @@ def test_ids_compared_case_insensitively():
             r["properties"]["principalId"] = r["properties"]["principalId"].upper()
     row(rows, "aks-payments-prod")["id"] = row(rows, "aks-payments-prod")["id"].lower()
     assert check(rows, "aks-payments-prod", "acrcontososhared").Status == "Pass"
+
+
+def test_group_assignment_with_unknown_role_definition_is_unknown():
+    rows = without_assignments_for(demo_rows(), kubelet("aks-web-eastus"))
+    ra = assignment(row(rows, "acrcontosoedge")["id"], guid("group:mystery"), "AcrPull", principal_type="Group")
+    ra["properties"]["roleDefinitionId"] = ra["properties"]["roleDefinitionId"].replace(ACR_PULL, guid("role:x"))
+    rows.append(ra)
+    finding = check(rows, "aks-web-eastus", "acrcontosoedge")
+    assert finding.Status == "Unknown" and guid("role:x") in finding.Message
+
+
+def test_unrecognised_role_assignment_mode_is_unknown():
+    rows = demo_rows()
+    row(rows, "acrcontososhared")["properties"]["roleAssignmentMode"] = "SomeFutureMode"
+    finding = check(rows, "aks-payments-prod", "acrcontososhared")
+    assert finding.Status == "Unknown" and "SomeFutureMode" in finding.Message

@@ -7,7 +7,7 @@ from auditors.rules import Result, RuleMeta, Scope, Severity, failed, not_applic
 from auditors.rules.context import ClusterContext
 
 LINK_MI = "https://learn.microsoft.com/azure/aks/use-managed-identity"
-LINK_KUBELET = "https://learn.microsoft.com/azure/aks/use-managed-identity#use-a-pre-created-kubelet-managed-identity"
+LINK_KUBELET = "https://learn.microsoft.com/azure/aks/pre-created-kubelet-managed-identity"
 
 
 @rule(RuleMeta(
@@ -24,6 +24,7 @@ LINK_KUBELET = "https://learn.microsoft.com/azure/aks/use-managed-identity#use-a
         "# Or replace a deleted kubelet identity with a new user-assigned identity:\n"
         "az identity create --resource-group {cluster_rg} --name {cluster_name}-kubelet\n"
         "az aks update --resource-group {cluster_rg} --name {cluster_name} "
+        "--assign-identity <control-plane-identity-resource-id> "
         "--assign-kubelet-identity <new-kubelet-identity-resource-id>\n"
         "# Then grant it pull on each registry:\n"
         "az aks update --resource-group {cluster_rg} --name {cluster_name} --attach-acr <registry-resource-id>"
@@ -33,6 +34,9 @@ LINK_KUBELET = "https://learn.microsoft.com/azure/aks/use-managed-identity#use-a
 def usable_pull_identity(ctx: ClusterContext) -> Result:
     cluster, inventory = ctx.cluster, ctx.inventory
     kind = cluster.identity_kind
+    if not cluster.has_properties:
+        return unknown("The cluster row carries no properties, so its kubelet identity cannot be read.",
+                       identityType=cluster.identity_type or None)
     if kind == IDENTITY_UNKNOWN:
         return unknown("The cluster row carries neither servicePrincipalProfile nor identity, so its pull identity "
                        "cannot be read.")

@@ -29,7 +29,7 @@ def _mode_verdict(ctx: PairContext, mode: str) -> Result:
     access = ctx.pull_access(mode)
     evidence = {"roleAssignmentMode": mode, "grants": _grant_list(access.direct)}
     if access.granted:
-        first = access.direct[0]
+        first = next((g for g in access.direct if not g.condition), access.direct[0])
         if access.unconditional:
             return passed(f"The {principal.kind} holds {first.role} at {_where(first)} "
                           f"({len(access.direct)} granting assignment(s)).", **evidence)
@@ -97,9 +97,13 @@ def identity_can_pull(ctx: PairContext) -> Result:
     declared_mode = next((m for m in rbac.MODES if m.lower() == registry.role_assignment_mode.lower()), "")
     if declared_mode:
         return _mode_verdict(ctx, declared_mode)
+    if registry.role_assignment_mode:
+        return unknown(f"The registry's roleAssignmentMode {registry.role_assignment_mode!r} is not one this "
+                       f"auditor knows ({', '.join(rbac.MODES)}), so which roles grant pull is unknown.",
+                       roleAssignmentMode=registry.role_assignment_mode)
     result = _mode_verdict(ctx, rbac.LEGACY_MODE)
-    result.evidence["assumed"] = (f"roleAssignmentMode {registry.role_assignment_mode or 'absent'} in the row; "
-                                  f"the service default {rbac.LEGACY_MODE} was assumed")
+    result.evidence["assumed"] = f"roleAssignmentMode absent from the row; the service default {rbac.LEGACY_MODE} " \
+                                 "was assumed"
     return result
 
 
@@ -186,8 +190,11 @@ def private_dns_resolves(ctx: PairContext) -> Result:
         vnet = missing[0].vnet
         zone_rg = ctx.inventory.acr_dns_zones[0].split("/")[4] if ctx.inventory.acr_dns_zones else "<dns-zone-rg>"
         fix = {"node_vnet_id": vnet, "node_vnet_name": vnet.rsplit("/", 1)[-1], "dns_zone_rg": zone_rg}
-        return failed(" ".join(v.reason + "." for v in missing) + " The pull then meets the registry's public "
-                      "endpoint, which refuses it.", fix=fix, **evidence)
+        public = ctx.public_route
+        then = ("which refuses it" if public.state == network.BLOCKED
+                else f"and whether that admits it is unknown ({public.reason})")
+        return failed(" ".join(v.reason + "." for v in missing) + f" The pull then goes to the registry's public "
+                      f"endpoint, {then}.", fix=fix, **evidence)
     unknowns = [v for v in verdicts if v.state == network.UNKNOWN]
     if unknowns:
         return unknown(" ".join(v.reason + "." for v in unknowns), **evidence)
@@ -219,7 +226,7 @@ def same_region(ctx: PairContext) -> Result:
     if cluster.location in locations:
         where = "the registry" if cluster.location == registry.location else "a replica of the registry"
         return passed(f"{where.capitalize()} is in {cluster.location}, the cluster's region.", **evidence)
-    if registry.is_premium and not ctx.inventory.collected(T_REPLICATION):
+    if (registry.is_premium or not registry.sku) and not ctx.inventory.collected(T_REPLICATION):
         return unknown(f"The registry is in {registry.location}, the cluster in {cluster.location}, and the snapshot "
                        "holds no replication rows to tell whether a replica serves that region.", **evidence)
     return failed(f"The registry is in {', '.join(locations)} but the cluster is in {cluster.location}: every pull "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from auditors.rules import Result, RuleMeta, Scope, Severity, failed, not_applicable, passed, rule
+from auditors.rules import Result, RuleMeta, Scope, Severity, failed, not_applicable, passed, rule, unknown
 from auditors.rules.context import RegistryContext
 
 DOCS = "https://learn.microsoft.com/azure/container-registry"
@@ -83,11 +83,17 @@ def not_open_to_every_network(ctx: RegistryContext) -> Result:
     registry = ctx.registry
     evidence = {"sku": registry.sku or None, "publicNetworkAccess": registry.public_network_access or None,
                 "defaultAction": registry.default_action or None, "ipRules": registry.ip_rules}
+    if not registry.sku:
+        return unknown("The registry row has no SKU, and network rules apply only to Premium.", **evidence)
     if not registry.is_premium:
-        return not_applicable(f"Network rules need the Premium SKU; a {registry.sku or 'non-Premium'} registry "
-                              "always accepts every network.", **evidence)
+        return not_applicable(f"Network rules need the Premium SKU; a {registry.sku} registry always accepts "
+                              "every network.", **evidence)
     if (registry.public_network_access or "Enabled").lower() == "disabled":
         return passed("Public network access is disabled.", **evidence)
+    everything = [rule for rule in registry.ip_rules if rule.strip().endswith("/0")]
+    if everything and (registry.default_action or "Allow").lower() == "deny":
+        return failed(f"The firewall denies by default but allows {', '.join(everything)}, which is every address.",
+                      **evidence)
     if (registry.default_action or "Allow").lower() == "deny":
         return passed(f"The firewall denies by default and allows {len(registry.ip_rules)} IP rule(s).", **evidence)
     return failed("Public network access is enabled with default action Allow: the registry accepts connections "
