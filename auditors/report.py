@@ -18,6 +18,7 @@ class Summary:
     pair_failures: dict[tuple[str, str], list[tuple[int, str, str]]] = field(default_factory=lambda: defaultdict(list))
     worst_fail: Severity | None = None
     findings: int = 0
+    undecided_groups: Counter = field(default_factory=Counter)  # group id -> pair verdicts it left Unknown
 
     def observe(self, findings: Iterable[Finding]) -> Iterator[Finding]:
         for finding in findings:
@@ -26,6 +27,8 @@ class Summary:
             severity = Severity.parse(finding.Severity)
             if finding.Status == Status.FAIL and (self.worst_fail is None or severity.rank > self.worst_fail.rank):
                 self.worst_fail = severity
+            if finding.Status == Status.UNKNOWN and "groupGrants" in finding.Evidence:
+                self.undecided_groups.update({g.get("group", "") for g in finding.Evidence["groupGrants"]})
             if finding.Scope == "pair" and finding.Status in (Status.FAIL, Status.UNKNOWN):
                 pair = (finding.ClusterName or finding.ClusterId, finding.RegistryName or finding.RegistryId)
                 self.pair_failures[pair].append((severity.rank + 1, finding.RuleId, finding.Status))
@@ -65,4 +68,9 @@ def render(summary: Summary, rules: list[Rule]) -> str:
         for (cluster, registry), problems in worst:
             detail = ", ".join(f"{rule_id} {status}" for _, rule_id, status in sorted(problems, key=lambda p: p[1]))
             lines.append(f"  {cluster} -> {registry}: {detail}")
+    if summary.undecided_groups:
+        top = ", ".join(f"{group} ({count})" for group, count in summary.undecided_groups.most_common(5))
+        lines += ["", "Some pull-permission verdicts are Unknown because a group holds a pull-granting role and "
+                      "Resource Graph cannot show its members.",
+                  f"Declare those groups' members under `groups:` in the pairs file to decide them. Top groups: {top}"]
     return "\n".join(lines)

@@ -108,3 +108,11 @@ def test_rules_lists_catalog_and_reserved_ids():
     assert "AKS-ACR-002" in result.stdout and "reserved" in result.stdout
     listed = json.loads(cli("rules", "--json").stdout)
     assert [r["id"] for r in listed] == [r.meta.id for r in catalog()]
+
+
+def test_summary_points_at_groups_that_keep_verdicts_unknown(demo_scan):
+    from tools.build_demo import guid
+
+    result, _ = demo_scan
+    assert f"Top groups: {guid('group:acr-readers')} (1)" in result.stdout
+    assert guid("group:secops") not in result.stdout  # declared in the demo pairs file, so decided
