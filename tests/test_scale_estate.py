@@ -14,7 +14,7 @@ from auditors.rules import catalog
 from auditors.sources.snapshot import LoadReport, iter_snapshot
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from synth_estate import generate  # noqa: E402
+from synth_estate import generate
 
 
 def test_synthetic_estate_loads_completely_and_exercises_every_rule(tmp_path):
