@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
+from auditors.arm import subscription_of
 from auditors.findings import Finding, finding_id
-from auditors.model import Cluster, Inventory, Registry
+from auditors.model import T_REGISTRY, Cluster, Inventory, Registry
 from auditors.pairing import Pair, PairsConfig, pairs_for_cluster
 from auditors.rules import Result, Rule, Scope, Status, catalog, unknown
 from auditors.rules.context import ClusterContext, Environment, PairContext, RegistryContext
@@ -25,12 +26,25 @@ def _remediation(rule: Rule, result: Result, values: dict[str, str]) -> str:
     return rule.meta.remediation.format_map(_Placeholders({k: v for k, v in values.items() if v}, **result.fix))
 
 
-def _check(rule: Rule, ctx) -> Result:
+def _check(rule: Rule, ctx, subscriptions: set[str]) -> Result:
     try:
-        return rule.check(ctx)
+        result = rule.check(ctx)
     except Exception as exc:  # a rule bug on one odd row must not drop every other finding
         return unknown(f"Internal error while evaluating {rule.meta.id}: {type(exc).__name__}: {exc}",
                        error=type(exc).__name__)
+    return _unless_data_missing(rule, result, ctx.inventory, subscriptions)
+
+
+def _unless_data_missing(rule: Rule, result: Result, inventory: Inventory, subscriptions: set[str]) -> Result:
+    """A Fail reached while collection missed data the rule depends on becomes Unknown, naming the gap."""
+    if result.status != Status.FAIL or not inventory.gaps:
+        return result
+    gaps = inventory.missing(rule.meta.needs, subscriptions) + inventory.missing(rule.meta.needs_anywhere, None)
+    if not gaps:
+        return result
+    reasons = "; ".join(dict.fromkeys(f"{gap.query}: {gap.reason}" for gap in gaps))
+    return unknown(f"{result.message} This may be wrong: data it depends on could not be collected ({reasons}).",
+                   **result.evidence, wouldFail=True, missingData=[gap.to_dict() for gap in gaps[:10]])
 
 
 class Evaluator:
@@ -51,7 +65,8 @@ class Evaluator:
         for registry in self.inventory.registries.values():
             ctx = RegistryContext(registry, self.env)
             for rule in self.rules[Scope.REGISTRY]:
-                yield self._finding(rule, _check(rule, ctx), registry=registry, resource_ids=[registry.id])
+                yield self._finding(rule, _check(rule, ctx, {registry.subscription_id}), registry=registry,
+                                    resource_ids=[registry.id])
         total, last_report = len(self.inventory.clusters), time.monotonic()
         for done, cluster in enumerate(self.inventory.clusters.values(), start=1):
             yield from self._cluster(cluster)
@@ -62,8 +77,9 @@ class Evaluator:
     def _cluster(self, cluster: Cluster) -> Iterator[Finding]:
         ctx = ClusterContext(cluster, self.env)
         principal = ctx.principal.object_id
+        subscriptions = {cluster.subscription_id, subscription_of(cluster.kubelet_resource_id)} - {""}
         for rule in self.rules[Scope.CLUSTER]:
-            yield self._finding(rule, _check(rule, ctx), cluster=cluster, principal=principal,
+            yield self._finding(rule, _check(rule, ctx, subscriptions), cluster=cluster, principal=principal,
                                 resource_ids=[cluster.id])
         pairs = pairs_for_cluster(cluster, self.inventory, self.config, self.env.roles)
         if not pairs:
@@ -77,16 +93,19 @@ class Evaluator:
         source = ",".join(pair.sources)
         if registry is None:
             ids = [ctx.cluster.id, f"declared:{pair.declared.lower()}"]
+            gaps = self.inventory.missing([T_REGISTRY], None)
+            hint = (f" Registries could not be collected everywhere ({'; '.join(g.reason for g in gaps[:3])})."
+                    if gaps else " Check the spelling, or collect the registry's subscription.")
             result = unknown(f"Registry {pair.declared!r}, declared by {source}, is not in the inventory: "
-                             f"{pair.problem}. Check the spelling, or collect the registry's subscription.",
-                             declared=pair.declared, problem=pair.problem)
+                             f"{pair.problem}.{hint}", declared=pair.declared, problem=pair.problem)
             for rule in self.rules[Scope.PAIR]:
                 yield self._finding(rule, result, cluster=ctx.cluster, principal=principal, source=source,
                                     resource_ids=ids, declared=pair.declared)
             return
         pair_ctx = PairContext(ctx, registry, pair.sources)
+        subscriptions = {ctx.cluster.subscription_id, registry.subscription_id}
         for rule in self.rules[Scope.PAIR]:
-            yield self._finding(rule, _check(rule, pair_ctx), cluster=ctx.cluster, registry=registry,
+            yield self._finding(rule, _check(rule, pair_ctx, subscriptions), cluster=ctx.cluster, registry=registry,
                                 principal=principal, source=source, resource_ids=[ctx.cluster.id, registry.id])
 
     def _finding(self, rule: Rule, result: Result, *, resource_ids: list[str], cluster: Cluster | None = None,

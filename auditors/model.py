@@ -302,6 +302,32 @@ class NatGateway:
     has_prefixes: bool
 
 
+@dataclass(frozen=True)
+class Gap:
+    """Data that could not be collected: rows of `types` for `subscriptions` (empty: any subscription,
+    including management-group and root scope data)."""
+
+    query: str
+    types: tuple[str, ...]
+    subscriptions: frozenset[str]
+    reason: str
+
+    def covers(self, row_type: str, subscriptions: set[str] | None) -> bool:
+        """Whether rows of this type may be missing for these subscriptions (None: for any subscription)."""
+        if row_type not in self.types:
+            return False
+        return subscriptions is None or not self.subscriptions or bool(self.subscriptions & subscriptions)
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "types": list(self.types), "subscriptions": sorted(self.subscriptions),
+                "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Gap:
+        return cls(str(data.get("query", "")), tuple(data.get("types") or ()),
+                   frozenset(str(s).lower() for s in data.get("subscriptions") or ()), str(data.get("reason", "")))
+
+
 @dataclass(slots=True)
 class SubscriptionInfo:
     id: str
@@ -336,6 +362,7 @@ class Inventory:
         self.row_counts: dict[str, int] = defaultdict(int)
         self.role_assignment_count = 0
         self.tenant_scope_authorization = False
+        self.gaps: list[Gap] = []
         self.notes: list[str] = []
         self._pending_replicas: list[tuple[str, str]] = []
 
@@ -354,6 +381,10 @@ class Inventory:
     def collected(self, row_type: str) -> bool:
         """Whether the snapshot holds any row of this type (absent types mean: not collected)."""
         return self.row_counts.get(row_type, 0) > 0
+
+    def missing(self, row_types: Iterable[str], subscriptions: set[str] | None) -> list[Gap]:
+        """Collection gaps that may hide rows of these types for these subscriptions (None: anywhere)."""
+        return [gap for gap in self.gaps if any(gap.covers(row_type, subscriptions) for row_type in row_types)]
 
     def add(self, row: dict) -> None:
         row_type = row.get("type", "")
@@ -515,7 +546,8 @@ class Inventory:
     # -- queries ----------------------------------------------------------------------------------
 
     def in_scope(self, subscription_id: str) -> bool:
-        return subscription_id.lower() in self.subscriptions
+        return subscription_id.lower() in self.subscriptions and not self.missing(
+            [T_IDENTITY], {subscription_id.lower()})
 
     def ancestor_scopes(self, resource_id: str) -> tuple[list[tuple[str, str]], str]:
         """Scopes whose assignments apply to `resource_id`, nearest first, with a label each,

@@ -54,6 +54,10 @@ class RuleMeta:
     synopsis: str
     remediation: str  # `az` commands; {placeholders} are filled from the finding's resources
     links: tuple[str, ...] = ()
+    # Row types a Fail depends on: when collection missed any of them for the subscriptions involved
+    # (or anywhere, for types in `needs_anywhere`), the engine reports Unknown instead of Fail.
+    needs: tuple[str, ...] = ()
+    needs_anywhere: tuple[str, ...] = ()
 
 
 @dataclass

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from auditors.model import IDENTITY_MANAGED, IDENTITY_NONE, IDENTITY_SERVICE_PRINCIPAL, IDENTITY_UNKNOWN, T_IDENTITY
+from auditors.model import (
+    IDENTITY_MANAGED,
+    IDENTITY_NONE,
+    IDENTITY_SERVICE_PRINCIPAL,
+    IDENTITY_UNKNOWN,
+    T_IDENTITY,
+    T_SUBSCRIPTION,
+)
 from auditors.rules import Result, RuleMeta, Scope, Severity, failed, not_applicable, passed, rule, unknown
 from auditors.rules.context import ClusterContext
 
@@ -17,6 +24,7 @@ LINK_KUBELET = "https://learn.microsoft.com/azure/aks/pre-created-kubelet-manage
     scope=Scope.CLUSTER,
     category="Identity",
     seed_cause=4,
+    needs=(T_IDENTITY, T_SUBSCRIPTION),
     synopsis="The cluster has an identity to pull images with, and its kubelet identity still exists.",
     remediation=(
         "# Move the cluster to managed identity (creates a kubelet identity):\n"

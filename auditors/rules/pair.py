@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from auditors import network, rbac
-from auditors.model import T_REPLICATION, T_ROLE_ASSIGNMENT
+from auditors.model import (
+    T_DNS_LINK,
+    T_NAT_GATEWAY,
+    T_PRIVATE_ENDPOINT,
+    T_PUBLIC_IP,
+    T_REPLICATION,
+    T_ROLE_ASSIGNMENT,
+    T_ROLE_DEFINITION,
+    T_SUBSCRIPTION,
+    T_VNET,
+)
 from auditors.rules import Result, RuleMeta, Scope, Severity, failed, not_applicable, passed, rule, unknown
 from auditors.rules.context import PairContext
 
@@ -75,6 +85,7 @@ def _mode_verdict(ctx: PairContext, mode: str) -> Result:
     scope=Scope.PAIR,
     category="Identity",
     seed_cause=1,
+    needs=(T_ROLE_ASSIGNMENT, T_ROLE_DEFINITION, T_SUBSCRIPTION),
     synopsis="The cluster's kubelet identity (or service principal) holds a role that grants image pull on the "
              "registry, directly or inherited.",
     remediation=(
@@ -114,6 +125,7 @@ def identity_can_pull(ctx: PairContext) -> Result:
     scope=Scope.PAIR,
     category="Network",
     seed_cause=3,
+    needs_anywhere=(T_VNET, T_PRIVATE_ENDPOINT, T_PUBLIC_IP, T_NAT_GATEWAY),
     synopsis="The registry accepts the cluster's traffic: through its public endpoint (firewall allows the "
              "cluster's egress IPs) or through an approved private endpoint in the node VNet or a peered VNet.",
     remediation=(
@@ -168,6 +180,7 @@ def network_route_exists(ctx: PairContext) -> Result:
     scope=Scope.PAIR,
     category="DNS",
     seed_cause=3,
+    needs_anywhere=(T_VNET, T_DNS_LINK),
     synopsis="When a private endpoint is the route, the privatelink.azurecr.io zone is linked to the node VNet so "
              "nodes resolve the registry to the private address.",
     remediation=(
@@ -208,6 +221,7 @@ def private_dns_resolves(ctx: PairContext) -> Result:
     scope=Scope.PAIR,
     category="Region",
     seed_cause=6,
+    needs=(T_REPLICATION,),
     synopsis="The registry, or one of its geo-replications, is in the cluster's region, so pulls stay in-region.",
     remediation=(
         "# Premium registries: add a replica in the cluster's region\n"

@@ -1,0 +1,1 @@
+"""Local HTTPS emulators that speak Azure's wire protocols, for tests and offline demos."""

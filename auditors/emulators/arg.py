@@ -1,0 +1,415 @@
+"""Azure Resource Graph emulator: serves a snapshot over HTTPS on 127.0.0.1 with the real protocol.
+
+`POST /providers/Microsoft.ResourceGraph/resources` takes the service's request body (`query`,
+`subscriptions`, `managementGroups`, `options` with `$top`, `$skipToken`, `resultFormat`,
+`allowPartialScopes`, `authorizationScopeFilter`) and answers `objectArray` pages with `totalRecords`,
+`count`, `resultTruncated` and `$skipToken`, plus the per-principal quota headers. Over quota it sends
+429 `RateLimiting` without `Retry-After`, as the service does. It answers only the collector's own
+queries (recognised by their text) and refuses anything else with 400 `InvalidQuery`.
+
+Scope semantics follow the service: a subscription-scoped query sees only rows of those subscriptions
+(no management-group role assignments, no built-in role definitions); a management-group query sees
+what is at and below the group (or at and above it with `authorizationScopeFilter: AtScopeAndAbove`).
+`GET /stats` returns request counters; they are also printed on exit.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from auditors.arm import MG_PREFIX, norm_id, subscription_of
+from auditors.emulators.tls import server_context
+from auditors.sources.kql import Query, collector_queries, normalise
+from auditors.sources.snapshot import iter_snapshot
+
+RESOURCES_PATH = "/providers/microsoft.resourcegraph/resources"
+MAX_TOP = 1000
+MAX_SUBSCRIPTIONS = 1000
+SCOPE_FILTERS = ("AtScopeAndBelow", "AtScopeAndAbove", "AtScopeExact", "AtScopeAboveAndBelow")
+
+
+@dataclass
+class Faults:
+    """Injected failures, for tests: counts apply to the first N requests to the resources endpoint."""
+
+    fail_first: int = 0
+    fail_status: int = 500
+    throttle_first: int = 0
+    reset_first: int = 0
+    fail_subscriptions: set[str] = field(default_factory=set)  # any request naming one of these: 500
+    truncate_queries: set[str] = field(default_factory=set)  # answer resultTruncated "true"
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    pages: int = 0
+    rows: int = 0
+    throttled: int = 0
+    errors: int = 0
+    resets: int = 0
+    per_query: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "pages": self.pages, "rows": self.rows, "throttled429": self.throttled,
+                "errors": self.errors, "connectionResets": self.resets, "perQuery": dict(self.per_query)}
+
+
+class Quota:
+    """Fixed-window quota per principal, as Resource Graph reports it."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit, self.window = limit, window
+        self._windows: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, principal: str) -> tuple[bool, int, float]:
+        """(allowed, remaining after this request, seconds until the window resets)."""
+        with self._lock:
+            now = time.monotonic()
+            start, used = self._windows.get(principal, (now, 0))
+            if now - start >= self.window:
+                start, used = now, 0
+            allowed = used < self.limit
+            used += 1 if allowed else 0
+            self._windows[principal] = (start, used)
+            return allowed, self.limit - used, max(0.0, self.window - (now - start))
+
+
+def _hms(seconds: float) -> str:
+    whole = int(seconds + 0.999)
+    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+class Estate:
+    """The snapshot, indexed for scope filtering."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows_by_type: dict[str, list[dict]] = defaultdict(list)
+        self.ancestors: dict[str, list[str]] = {}  # subscription -> management groups, nearest first
+        self.mg_ancestors: dict[str, list[str]] = {}  # management group -> its ancestors, nearest first
+        for row in rows:
+            self.rows_by_type[row["type"]].append(row)
+            if row["type"] == "microsoft.resources/subscriptions":
+                chain = [str(m.get("name", "")).lower() for m in (row.get("properties") or {}).get(
+                    "managementGroupAncestorsChain") or [] if isinstance(m, dict)]
+                sub = (row.get("subscriptionId") or subscription_of(row["id"])).lower()
+                self.ancestors[sub] = chain
+                for index, mg in enumerate(chain):
+                    self.mg_ancestors.setdefault(mg, chain[index + 1:])
+        for typed in self.rows_by_type.values():
+            typed.sort(key=lambda r: norm_id(r["id"]))
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return sorted(self.ancestors)
+
+    def subscriptions_under(self, groups: list[str]) -> set[str]:
+        return {s for s, chain in self.ancestors.items() if any(g in chain for g in groups)}
+
+
+def _row_subscription(row: dict) -> str:
+    return str(row.get("subscriptionId") or subscription_of(row["id"])).lower()
+
+
+def _authorization_scope(row: dict) -> str:
+    """The scope an authorization row lives at: the assignment's scope, or where a definition is defined."""
+    scope = (row.get("properties") or {}).get("scope") if row["type"].endswith("roleassignments") else None
+    if isinstance(scope, str) and scope:
+        return norm_id(scope)
+    key = norm_id(row["id"])
+    head = key.split("/providers/microsoft.authorization/")[0]
+    return head or "/"
+
+
+class Request:
+    """One parsed query request and the visibility rules its scope implies."""
+
+    def __init__(self, body: dict, estate: Estate, subscription_limit: int) -> None:
+        self.query_text = body.get("query")
+        options = body.get("options") or {}
+        self.subscriptions = [str(s).lower() for s in body.get("subscriptions") or []]
+        self.groups = [str(g).lower() for g in body.get("managementGroups") or []]
+        self.top = options.get("$top")
+        self.skip_token = options.get("$skipToken")
+        self.result_format = options.get("resultFormat", "objectArray")
+        self.partial = bool(options.get("allowPartialScopes", False))
+        self.scope_filter = options.get("authorizationScopeFilter") or "AtScopeAndBelow"
+        self.estate = estate
+        self.limit_hit = False
+        if self.subscriptions:
+            self.visible_subscriptions = set(self.subscriptions)
+        else:
+            candidates = estate.subscriptions_under(self.groups) if self.groups else set(estate.subscriptions)
+            if len(candidates) > subscription_limit:
+                self.limit_hit = True
+                candidates = set(sorted(candidates)[:subscription_limit])
+            self.visible_subscriptions = candidates
+
+    def fingerprint(self, query: Query) -> str:
+        text = json.dumps([query.name, sorted(self.subscriptions), sorted(self.groups), self.scope_filter])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def visible(self, row: dict, query: Query) -> bool:
+        if not query.authorization:
+            return _row_subscription(row) in self.visible_subscriptions
+        scope = _authorization_scope(row)
+        sub = subscription_of(scope)
+        if not self.subscriptions and not self.groups:
+            return sub in self.visible_subscriptions if sub else True
+        if self.subscriptions:
+            return self._subscription_view(scope, sub)
+        return self._group_view(scope, sub, row)
+
+    def _subscription_view(self, scope: str, sub: str) -> bool:
+        if self.scope_filter == "AtScopeAndBelow":
+            return sub in self.visible_subscriptions
+        if self.scope_filter == "AtScopeExact":
+            return scope in {f"/subscriptions/{s}" for s in self.subscriptions}
+        above = {f"/subscriptions/{s}" for s in self.subscriptions} | {"/"}
+        above |= {MG_PREFIX + m for s in self.subscriptions for m in self.estate.ancestors.get(s, [])}
+        if self.scope_filter == "AtScopeAndAbove":
+            return scope in above
+        return scope in above or sub in self.visible_subscriptions
+
+    def _group_view(self, scope: str, sub: str, row: dict) -> bool:
+        groups = set(self.groups)
+        below = (sub in self.visible_subscriptions) if sub else (
+            scope.startswith(MG_PREFIX) and (scope[len(MG_PREFIX):] in groups or any(
+                g in self.estate.mg_ancestors.get(scope[len(MG_PREFIX):], []) for g in groups)))
+        if row["type"].endswith("roledefinitions") and scope == "/":
+            below = True  # built-in role definitions are visible to management-group queries
+        above = scope == "/" or (scope.startswith(MG_PREFIX) and scope[len(MG_PREFIX):] in (
+            groups | {a for g in groups for a in self.estate.mg_ancestors.get(g, [])}))
+        exact = scope in {MG_PREFIX + g for g in groups}
+        return {"AtScopeAndBelow": below, "AtScopeAndAbove": above, "AtScopeExact": exact,
+                "AtScopeAboveAndBelow": above or below}[self.scope_filter]
+
+
+class ResourceGraphEmulator:
+    """Serve a snapshot as Azure Resource Graph. Use as a context manager or call start()/stop()."""
+
+    def __init__(self, snapshot: str | Path | list[dict], *, page_size: int = MAX_TOP,
+                 quota: tuple[int, float] = (15, 5.0),
+                 faults: Faults | None = None, ca_out: str | Path | None = None, port: int = 0,
+                 subscription_limit: int = 10_000) -> None:
+        rows = snapshot if isinstance(snapshot, list) else list(iter_snapshot(snapshot))
+        self.estate = Estate(rows)
+        self.page_size = max(1, min(page_size, MAX_TOP))
+        self.quota = Quota(*quota)
+        self.faults = faults or Faults()
+        self.stats = Stats()
+        self.subscription_limit = subscription_limit
+        self.queries = {normalise(q.text): q for q in collector_queries().values()}
+        self._context, self.ca_path = server_context(ca_out)
+        self._requested_port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._seen = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "emulator not started"
+        return self._server.server_address[1]
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self) -> ResourceGraphEmulator:
+        emulator = self
+
+        class Handler(_Handler):
+            owner = emulator
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._requested_port), Handler)
+        self._server.daemon_threads = True
+        self._server.socket = self._context.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="arg-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> ResourceGraphEmulator:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- protocol -------------------------------------------------------------------------------------
+    def next_fault(self) -> str:
+        with self._lock:
+            self._seen += 1
+            seen = self._seen
+        if seen <= self.faults.reset_first:
+            return "reset"
+        if seen <= self.faults.reset_first + self.faults.throttle_first:
+            return "throttle"
+        if seen <= self.faults.reset_first + self.faults.throttle_first + self.faults.fail_first:
+            return "fail"
+        return ""
+
+    def answer(self, body: dict, principal: str) -> tuple[int, dict, dict[str, str]]:
+        allowed, remaining, resets = self.quota.take(principal)
+        headers = {"x-ms-user-quota-remaining": str(max(0, remaining)),
+                   "x-ms-user-quota-resets-after": _hms(resets)}
+        if not allowed:
+            self.stats.throttled += 1
+            return 429, _error("RateLimiting", "Client application has been throttled and should not attempt to "
+                                               "repeat the request until an amount of time has elapsed. Please see "
+                                               "https://aka.ms/resourcegraph-throttling for help."), headers
+        query = self.queries.get(normalise(str(body.get("query") or "")))
+        if query is None:
+            return 400, _error("InvalidQuery", "Query is invalid. The emulator answers only the collector's own "
+                                               "queries (auditors/sources/queries/*.kql)."), headers
+        request = Request(body, self.estate, self.subscription_limit)
+        problem = self._invalid(request)
+        if problem:
+            return 400, problem, headers
+        if self.faults.fail_subscriptions & set(request.subscriptions):
+            self.stats.errors += 1
+            return 500, _error("InternalServerError", "Injected failure for this subscription batch."), headers
+        if request.limit_hit:
+            if not request.partial:
+                return 400, _error("TooManySubscriptionsUnderScope",
+                                   f"More than {self.subscription_limit} subscriptions are under the query scope; "
+                                   "set allowPartialScopes or query subscriptions in batches."), headers
+            headers["x-ms-tenant-subscription-limit-hit"] = "true"
+        return self._page(query, request, headers)
+
+    def _invalid(self, request: Request) -> dict | None:
+        if request.result_format != "objectArray":
+            return _error("BadRequest", "The emulator serves resultFormat objectArray only.")
+        if len(request.subscriptions) > MAX_SUBSCRIPTIONS:
+            return _error("BadRequest", f"At most {MAX_SUBSCRIPTIONS} subscriptions may be given per request.")
+        if request.scope_filter not in SCOPE_FILTERS:
+            return _error("BadRequest", f"Unknown authorizationScopeFilter {request.scope_filter!r}.")
+        top = request.top
+        if top is not None and (not isinstance(top, int) or not 1 <= top <= MAX_TOP):
+            return _error("BadRequest", f"$top must be between 1 and {MAX_TOP}.")
+        return None
+
+    def _page(self, query: Query, request: Request, headers: dict[str, str]) -> tuple[int, dict, dict[str, str]]:
+        rows = [row for kind in query.types for row in self.estate.rows_by_type.get(kind, ())
+                if request.visible(row, query)]
+        rows.sort(key=lambda r: norm_id(r["id"]))
+        offset = 0
+        fingerprint = request.fingerprint(query)
+        if request.skip_token:
+            try:
+                token = json.loads(base64.urlsafe_b64decode(request.skip_token.encode()))
+                offset = int(token["offset"])
+                valid = token["scope"] == fingerprint
+            except (ValueError, KeyError, TypeError):
+                valid = False
+            if not valid:
+                return 400, _error("BadRequest", "The $skipToken does not belong to this query and scope."), headers
+        size = min(request.top or MAX_TOP, self.page_size)
+        page = rows[offset:offset + size]
+        truncated = query.name in self.faults.truncate_queries and len(rows) > len(page)
+        body: dict[str, Any] = {
+            "totalRecords": len(rows), "count": len(page), "resultTruncated": "true" if truncated else "false",
+            "data": [{c: row.get(c) for c in query.columns} for row in page], "facets": [],
+        }
+        if not truncated and offset + size < len(rows):
+            body["$skipToken"] = base64.urlsafe_b64encode(json.dumps(
+                {"offset": offset + size, "scope": fingerprint}).encode()).decode()
+        with self._lock:
+            self.stats.pages += 1
+            self.stats.rows += len(page)
+            self.stats.per_query[query.name] += 1
+        return 200, body, headers
+
+
+def _error(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": f"Please provide below info when asking for support: timestamp = "
+                                               f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, "
+                                               "correlationId = emulator.",
+                      "details": [{"code": code, "message": message}]}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: ResourceGraphEmulator
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args) -> None:  # quiet: the stats tell the story
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0] == "/stats":
+            self._send(200, self.owner.stats.as_dict(), {})
+        else:
+            self._send(404, _error("NotFound", "Unknown path."), {})
+
+    def do_POST(self) -> None:
+        owner = self.owner
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if self.path.split("?")[0].lower() != RESOURCES_PATH:
+            self._send(404, _error("NotFound", "Unknown path."), {})
+            return
+        with owner._lock:
+            owner.stats.requests += 1
+        fault = owner.next_fault()
+        if fault == "reset":
+            with owner._lock:
+                owner.stats.resets += 1
+            self.close_connection = True
+            self.connection.close()
+            return
+        authorization = self.headers.get("Authorization", "")
+        if not authorization.startswith("Bearer ") or len(authorization) < 10:
+            self._send(401, _error("AuthenticationFailed", "Missing or malformed bearer token."), {})
+            return
+        principal = hashlib.sha256(authorization.encode()).hexdigest()  # never keep the token itself
+        if fault == "throttle":
+            owner.stats.throttled += 1
+            self._send(429, _error("RateLimiting", "Injected throttling."),
+                       {"x-ms-user-quota-remaining": "0", "x-ms-user-quota-resets-after": "00:00:01"})
+            return
+        if fault == "fail":
+            owner.stats.errors += 1
+            self._send(owner.faults.fail_status, _error("ServiceUnavailable", "Injected failure."), {})
+            return
+        try:
+            body = json.loads(raw.decode("utf-8") or "{}")
+            if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+                raise ValueError("body must be a JSON object with a `query` string")
+        except (ValueError, UnicodeDecodeError) as exc:
+            self._send(400, _error("BadRequest", f"Request body is not valid: {exc}"), {})
+            return
+        status, payload, headers = owner.answer(body, principal)
+        self._send(status, payload, headers)
+
+    def _send(self, status: int, payload: dict, headers: dict[str, str]) -> None:
+        data = json.dumps(payload).encode()
+        gzipped = "gzip" in (self.headers.get("Accept-Encoding") or "") and len(data) > 1024
+        if gzipped:
+            data = gzip.compress(data)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-ms-request-id", hashlib.md5(data).hexdigest())
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
