@@ -93,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="always fail requests naming this subscription; repeatable")
     arg.add_argument("--truncate", action="append", default=[], metavar="QUERY",
                      help="answer this query (file stem) with resultTruncated; repeatable")
+    arg.add_argument("--fail-query", action="append", default=[], metavar="QUERY",
+                     help="always fail this query (file stem); repeatable")
     return parser
 
 
@@ -191,7 +193,7 @@ def _emulate(args: argparse.Namespace) -> int:
 
     faults = Faults(fail_first=args.fail, fail_status=args.fail_status, throttle_first=args.throttle,
                     reset_first=args.reset, fail_subscriptions={s.lower() for s in args.fail_subscription},
-                    truncate_queries=set(args.truncate))
+                    truncate_queries=set(args.truncate), fail_queries=set(args.fail_query))
     try:
         emulator = ResourceGraphEmulator(demo_path() if args.demo else args.snapshot, page_size=args.page_size,
                                          quota=args.quota, faults=faults, ca_out=args.ca_out, port=args.port,

@@ -48,6 +48,7 @@ class Faults:
     reset_first: int = 0
     fail_subscriptions: set[str] = field(default_factory=set)  # any request naming one of these: 500
     truncate_queries: set[str] = field(default_factory=set)  # answer resultTruncated "true"
+    fail_queries: set[str] = field(default_factory=set)  # always answer 500 to these queries (file stems)
 
 
 @dataclass
@@ -283,9 +284,9 @@ class ResourceGraphEmulator:
         problem = self._invalid(request)
         if problem:
             return 400, problem, headers
-        if self.faults.fail_subscriptions & set(request.subscriptions):
+        if self.faults.fail_subscriptions & set(request.subscriptions) or query.name in self.faults.fail_queries:
             self.stats.errors += 1
-            return 500, _error("InternalServerError", "Injected failure for this subscription batch."), headers
+            return 500, _error("InternalServerError", "Injected failure for this query or subscription batch."), headers
         if request.limit_hit:
             if not request.partial:
                 return 400, _error("TooManySubscriptionsUnderScope",

@@ -267,12 +267,14 @@ class ResourceGraphCollector:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._last_progress = 0.0
+        self._coverage: Coverage | None = None
 
     # -- public ---------------------------------------------------------------------------------------
     def collect(self, sink: RowSink) -> Coverage:
         started = time.monotonic()
         queries = collector_queries()
         coverage = Coverage(self.scope.describe(), queries={name: QueryStats() for name in queries})
+        self._coverage = coverage
         subscriptions: dict[str, list[str]] = {}
 
         def keep_subscriptions(query: Query, rows: list[dict]) -> None:
@@ -408,6 +410,8 @@ class ResourceGraphCollector:
                     cls=lambda pipeline, _deserialized, _: (
                         json.loads(pipeline.http_response.text() or "{}"), pipeline.http_response.headers),
                 )
+                if str(headers.get("x-ms-tenant-subscription-limit-hit", "")).lower() == "true":
+                    self._limit_hit(task)
                 return response
             except HttpResponseError as exc:
                 headers = exc.response.headers if exc.response is not None else None
@@ -438,6 +442,15 @@ class ResourceGraphCollector:
                 raise TaskFailed(f"connection failed after {attempts} attempts: {type(exc).__name__}") from None
             finally:
                 self.pacer.release(headers)
+
+    def _limit_hit(self, task: Task) -> None:
+        note = (f"Resource Graph's tenant subscription limit was hit ({task.query.name}, {task.label}): only part "
+                "of the subscriptions under this scope were answered; audit per management group "
+                "(--scope mg:NAME) or per subscription batch (--scope sub:ID) to cover the rest")
+        with self._lock:
+            if self._coverage is not None and note not in self._coverage.partial:
+                self._coverage.partial.append(note)
+                self.progress(f"partial: {note}")
 
     def _report(self, task: Task, stats: QueryStats) -> None:
         now = time.monotonic()
