@@ -27,7 +27,8 @@ def schema(columns: dict[str, str]) -> str:
 
 
 def analyse(tables: dict[str, dict[str, str]], queries: dict[str, str]) -> dict[str, dict]:
-    payload = {"tables": {name: schema(columns) for name, columns in tables.items()}, "queries": [{"name": n, "text": t} for n, t in queries.items()]}
+    payload = {"tables": {name: schema(columns) for name, columns in tables.items()},
+               "queries": [{"name": n, "text": t} for n, t in queries.items()]}
     result = subprocess.run(["node", str(SCRIPT)], input=json.dumps(payload), capture_output=True, text=True,
                             cwd=ROOT, timeout=120, check=True)
     return {item["name"]: item for item in json.loads(result.stdout)}
