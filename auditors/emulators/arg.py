@@ -218,6 +218,7 @@ class ResourceGraphEmulator:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._seen = 0
+        self._results: dict[str, list[dict]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------------
     @property
@@ -307,12 +308,24 @@ class ResourceGraphEmulator:
             return _error("BadRequest", f"$top must be between 1 and {MAX_TOP}.")
         return None
 
+    def _visible_rows(self, query: Query, request: Request, fingerprint: str) -> list[dict]:
+        """Rows a query sees in its scope, sorted by id; kept for the following pages of the same query."""
+        with self._lock:
+            cached = self._results.get(fingerprint)
+        if cached is None:
+            cached = [row for kind in query.types for row in self.estate.rows_by_type.get(kind, ())
+                      if request.visible(row, query)]
+            cached.sort(key=lambda r: norm_id(r["id"]))
+            with self._lock:
+                if len(self._results) >= 32:
+                    self._results.pop(next(iter(self._results)))
+                self._results[fingerprint] = cached
+        return cached
+
     def _page(self, query: Query, request: Request, headers: dict[str, str]) -> tuple[int, dict, dict[str, str]]:
-        rows = [row for kind in query.types for row in self.estate.rows_by_type.get(kind, ())
-                if request.visible(row, query)]
-        rows.sort(key=lambda r: norm_id(r["id"]))
         offset = 0
         fingerprint = request.fingerprint(query)
+        rows = self._visible_rows(query, request, fingerprint)
         if request.skip_token:
             try:
                 token = json.loads(base64.urlsafe_b64decode(request.skip_token.encode()))

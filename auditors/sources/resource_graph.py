@@ -23,6 +23,7 @@ import json
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -147,16 +148,24 @@ def _seconds(hms: str | None) -> float | None:
 class QuotaPacer:
     """Keeps requests inside the per-principal quota the service reports on every response.
 
-    Until a response tells the budget, one request probes alone; then up to `remaining` requests go,
-    minus those still in flight; at zero everyone waits for the window to reset (plus jitter).
+    Resource Graph counts requests in fixed windows that start with the first request. The pacer learns the
+    quota (requests per window) from `x-ms-user-quota-remaining` / `-resets-after` and never sends more than
+    that many requests in any sliding window of that length (plus a margin), which no fixed window can then
+    exceed, however late or out of order responses arrive. Until the first answer, one request probes alone.
+    A response saying nothing remains (another client shares the principal) or a 429 pauses everyone until
+    the reset.
     """
+
+    MARGIN = 0.3
 
     def __init__(self, *, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  jitter: float = 0.25) -> None:
         self._sleep, self._clock, self._jitter = sleep, clock, jitter
         self._condition = threading.Condition()
-        self._budget: int | None = None
-        self._window_end = 0.0
+        self._limit: int | None = None
+        self._window = 0.0
+        self._sent: deque[float] = deque()
+        self._paused_until = 0.0
         self._inflight = 0
         self.waited = 0.0
 
@@ -164,17 +173,25 @@ class QuotaPacer:
         with self._condition:
             while True:
                 now = self._clock()
-                if self._budget is not None and self._budget <= 0 and now >= self._window_end:
-                    self._budget = None  # the window has reset: probe again
-                if self._budget is None and self._inflight == 0:
+                wait = self._wait(now)
+                if wait <= 0:
                     break
-                if self._budget is not None and self._budget > 0:
-                    self._budget -= 1
-                    break
-                wait = max(0.01, self._window_end - now) if self._budget is not None else 0.05
                 self.waited += wait
                 self._condition.wait(timeout=wait)
+            self._sent.append(self._clock())
             self._inflight += 1
+
+    def _wait(self, now: float) -> float:
+        if now < self._paused_until:
+            return self._paused_until - now
+        if self._limit is None:
+            return 0.0 if self._inflight == 0 else 0.05
+        horizon = self._window + self.MARGIN
+        while self._sent and self._sent[0] <= now - horizon:
+            self._sent.popleft()
+        if len(self._sent) < self._limit:
+            return 0.0
+        return self._sent[0] + horizon - now + random.uniform(0, self._jitter / 5)
 
     def release(self, headers: Any = None) -> None:
         with self._condition:
@@ -182,11 +199,10 @@ class QuotaPacer:
             remaining = _int((headers or {}).get("x-ms-user-quota-remaining"))
             resets = _seconds((headers or {}).get("x-ms-user-quota-resets-after"))
             if remaining is not None:
-                window_end = self._clock() + (resets if resets is not None else 5.0) + random.uniform(0, self._jitter)
-                budget = max(0, remaining - self._inflight)
-                same_window = self._budget is not None and abs(window_end - self._window_end) < 1.0
-                self._budget = min(self._budget, budget) if same_window else budget
-                self._window_end = window_end
+                self._limit = max(self._limit or 1, remaining + 1)
+                self._window = max(self._window, resets if resets is not None else 5.0)
+                if remaining <= 0:
+                    self._paused_until = self._clock() + (resets or 5.0) + random.uniform(0, self._jitter)
             self._condition.notify_all()
 
     def throttled(self, headers: Any) -> float:
@@ -194,8 +210,9 @@ class QuotaPacer:
         resets = _seconds((headers or {}).get("x-ms-user-quota-resets-after"))
         wait = (resets if resets is not None else 5.0) + random.uniform(0.05, 0.05 + self._jitter)
         with self._condition:
-            self._budget = 0
-            self._window_end = self._clock() + wait
+            self._paused_until = self._clock() + wait
+            if self._limit is not None:  # the quota is smaller than it looked (another client shares it)
+                self._limit = max(1, self._limit - 1)
             self._condition.notify_all()
         return wait
 
