@@ -116,3 +116,72 @@ def test_summary_points_at_groups_that_keep_verdicts_unknown(demo_scan):
     result, _ = demo_scan
     assert f"Top groups: {guid('group:acr-readers')} (1)" in result.stdout
     assert guid("group:secops") not in result.stdout  # declared in the demo pairs file, so decided
+
+
+@pytest.fixture
+def emulator_process(tmp_path):
+    import os
+    import signal
+
+    processes = []
+
+    def start(*extra):
+        ca = tmp_path / f"ca{len(processes)}.pem"
+        process = subprocess.Popen([sys.executable, "-m", "auditors", "emulate", "arg", "--demo", "--ca-out", str(ca),
+                                    *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        processes.append(process)
+        line = process.stdout.readline()
+        endpoint = line.split(" on ")[1].split(" ")[0]
+        return process, endpoint, ca
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+            process.wait(timeout=10)
+
+
+def test_live_scan_through_the_cli_matches_the_demo(emulator_process, tmp_path):
+    import os
+    import signal
+
+    process, endpoint, ca = emulator_process("--page-size", "3")
+    env = {**os.environ, "AZURE_ACCESS_TOKEN": "cli-secret-token", "REQUESTS_CA_BUNDLE": str(ca)}
+    live = subprocess.run([sys.executable, "-m", "auditors", "scan", "--arm-endpoint", endpoint, "--pairs",
+                           "auditors/demo/pairs.yaml", "--out", str(tmp_path / "live"), "--run-id", "r"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert live.returncode == 0, live.stderr
+    assert "coverage: tenant, 6 subscriptions" in live.stdout and "0 throttled (429)" in live.stdout
+    assert "cli-secret-token" not in live.stdout + live.stderr
+    cli("scan", "--demo", "--out", str(tmp_path / "demo"), "--run-id", "r", "--quiet")
+
+    def findings(folder):
+        return sorted((json.loads(line) | {"TimeGenerated": None} for line in (folder / "findings.jsonl").open()),
+                      key=lambda r: r["FindingId"])
+
+    assert findings(tmp_path / "live") == findings(tmp_path / "demo")
+    os.kill(process.pid, signal.SIGTERM)
+    out, _ = process.communicate(timeout=10)
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["throttled429"] == 0 and stats["requests"] == stats["pages"] > 8
+
+
+def test_incomplete_live_scan_exits_3_and_says_what_is_missing(emulator_process, tmp_path):
+    import os
+
+    _, endpoint, ca = emulator_process("--fail-query", "public_ips")
+    env = {**os.environ, "AZURE_ACCESS_TOKEN": "t", "REQUESTS_CA_BUNDLE": str(ca)}
+    result = subprocess.run([sys.executable, "-m", "auditors", "scan", "--arm-endpoint", endpoint, "--out",
+                             str(tmp_path)], capture_output=True, text=True, env=env, timeout=180)
+    assert result.returncode == 3, result.stderr
+    assert "INCOMPLETE: 1 query batch(es) failed" in result.stdout
+    assert "missing: public_ips" in result.stderr
+
+
+def test_bad_scope_exits_2(tmp_path):
+    import os
+
+    env = {**os.environ, "AZURE_ACCESS_TOKEN": "t"}
+    result = subprocess.run([sys.executable, "-m", "auditors", "scan", "--scope", "rg:x", "--out", str(tmp_path)],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2 and "use tenant, mg:NAME or sub:SUBSCRIPTION-ID" in result.stderr

@@ -272,3 +272,13 @@ def test_scope_arguments():
     for bad in (["rg:x"], ["mg:"], ["mg:a", "sub:b"]):
         with pytest.raises(ValueError):
             CollectionScope.parse(bad)
+
+
+def test_rejected_credential_stops_collection_instead_of_recording_gaps(emulator):
+    from azure.core.exceptions import ClientAuthenticationError
+
+    emu = emulator()
+    rejected = ResourceGraphCollector(StaticTokenCredential(""), endpoint=emu.endpoint,
+                                      connection_verify=str(emu.ca_path))
+    with pytest.raises(ClientAuthenticationError, match="HTTP 401"):
+        rejected.collect(lambda q, rows: None)

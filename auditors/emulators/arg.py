@@ -389,7 +389,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
             return
         authorization = self.headers.get("Authorization", "")
-        if not authorization.startswith("Bearer ") or len(authorization) < 10:
+        if not authorization.startswith("Bearer ") or not authorization[7:].strip():
             self._send(401, _error("AuthenticationFailed", "Missing or malformed bearer token."), {})
             return
         principal = hashlib.sha256(authorization.encode()).hexdigest()  # never keep the token itself

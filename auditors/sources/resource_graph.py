@@ -29,7 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 
 from auditors.arm import norm_id
 from auditors.model import Gap
@@ -433,6 +438,9 @@ class ResourceGraphCollector:
             except HttpResponseError as exc:
                 headers = exc.response.headers if exc.response is not None else None
                 status = exc.status_code or 0
+                if status == 401:  # no query can succeed with this credential: stop, do not record 8 gaps
+                    raise ClientAuthenticationError(f"Resource Graph rejected the credential: {_describe(exc)}") \
+                        from None
                 if status == 429 and throttle_waits < self.max_throttle_waits:
                     throttle_waits += 1
                     wait = self.pacer.throttled(headers)
