@@ -282,3 +282,31 @@ def test_rejected_credential_stops_collection_instead_of_recording_gaps(emulator
                                       connection_verify=str(emu.ca_path))
     with pytest.raises(ClientAuthenticationError, match="HTTP 401"):
         rejected.collect(lambda q, rows: None)
+
+
+def test_a_subscription_batch_that_always_fails_is_reported_and_its_verdicts_are_unknown(emulator, tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from synth_estate import generate
+
+    generate(tmp_path / "estate", clusters=60, registries=20, role_assignments=400, subscriptions=1200, seed=5)
+    subs = sorted({r["subscriptionId"] for r in iter_snapshot(tmp_path / "estate")
+                   if r["type"] == "microsoft.resources/subscriptions"})
+    failing = set(subs[1000:])  # the second batch
+    emu = emulator(tmp_path / "estate", faults=Faults(fail_subscriptions={subs[1100]}))
+    scope = CollectionScope.parse([f"sub:{s}" for s in subs])
+    result = run_scan(None, tmp_path / "out", collector=collector(emu, scope=scope, max_attempts=2))
+    gaps = result.coverage.gaps
+    assert gaps and all(g.subscriptions == frozenset(failing) for g in gaps)
+    assert result.coverage.subscriptions_seen == 1000
+    assert "INCOMPLETE" in result.coverage.summary_line()
+    findings = [json.loads(line) for line in (tmp_path / "out/findings.jsonl").open()]
+    assert findings, "the healthy batch is still evaluated"
+    for finding in findings:
+        involved = {finding["SubscriptionId"], (finding["RegistryId"].split("/") + ["", "", ""])[2].lower()}
+        if finding["Status"] == "Fail" and finding["RuleId"] in ("AKS-ACR-001", "AKS-ACR-005"):
+            assert not involved & failing, finding["Message"]
+    unresolved = [f for f in findings if f["Scope"] == "pair" and not f["RegistryId"]]
+    assert all("could not be collected everywhere" in f["Message"] for f in unresolved)
