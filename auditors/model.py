@@ -7,6 +7,7 @@ with whatever they carry, or skipped with a note; they never stop the run.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections import defaultdict
 from collections.abc import Iterable
@@ -373,8 +374,10 @@ class Inventory:
         inventory = cls()
         for count, row in enumerate(rows, start=1):
             inventory.add(row)
-            if progress and count % 200_000 == 0:
-                progress(f"read {count:,} rows")
+            if count % 200_000 == 0:
+                gc.freeze()  # what the inventory holds lives for the whole run: stop rescanning it
+                if progress:
+                    progress(f"read {count:,} rows")
         inventory.finish()
         return inventory
 

@@ -10,6 +10,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
+from auditors.arm import subscription_of
 from auditors.emulators.arg import Faults, ResourceGraphEmulator
 from auditors.scan import capture_snapshot, demo_path, run_scan
 from auditors.sources.credentials import StaticTokenCredential
@@ -305,7 +306,7 @@ def test_a_subscription_batch_that_always_fails_is_reported_and_its_verdicts_are
     findings = [json.loads(line) for line in (tmp_path / "out/findings.jsonl").open()]
     assert findings, "the healthy batch is still evaluated"
     for finding in findings:
-        involved = {finding["SubscriptionId"], (finding["RegistryId"].split("/") + ["", "", ""])[2].lower()}
+        involved = {finding["SubscriptionId"], subscription_of(finding["RegistryId"])}
         if finding["Status"] == "Fail" and finding["RuleId"] in ("AKS-ACR-001", "AKS-ACR-005"):
             assert not involved & failing, finding["Message"]
     unresolved = [f for f in findings if f["Scope"] == "pair" and not f["RegistryId"]]

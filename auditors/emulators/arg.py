@@ -16,6 +16,7 @@ what is at and below the group (or at and above it with `authorizationScopeFilte
 from __future__ import annotations
 
 import base64
+import gc
 import gzip
 import hashlib
 import json
@@ -206,6 +207,7 @@ class ResourceGraphEmulator:
                  subscription_limit: int = 10_000) -> None:
         rows = snapshot if isinstance(snapshot, list) else list(iter_snapshot(snapshot))
         self.estate = Estate(rows)
+        gc.freeze()  # millions of long-lived rows: keep the cyclic collector from rescanning them on every page
         self.page_size = max(1, min(page_size, MAX_TOP))
         self.quota = Quota(*quota)
         self.faults = faults or Faults()
