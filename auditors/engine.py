@@ -126,7 +126,7 @@ class Evaluator:
             RunId=self.run_id,
             FindingId=finding_id(meta.id, *resource_ids),
             RuleId=meta.id,
-            Title=meta.title,
+            RuleTitle=meta.title,
             Severity=meta.severity.value,
             Category=meta.category,
             Status=result.status.value,

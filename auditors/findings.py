@@ -12,7 +12,7 @@ FINDING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("RunId", "string"),
     ("FindingId", "string"),
     ("RuleId", "string"),
-    ("Title", "string"),
+    ("RuleTitle", "string"),
     ("Severity", "string"),
     ("Category", "string"),
     ("Status", "string"),
@@ -48,7 +48,7 @@ class Finding:
     RunId: str
     FindingId: str
     RuleId: str
-    Title: str
+    RuleTitle: str
     Severity: str
     Category: str
     Status: str

@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import base64
 import gc
-import gzip
 import hashlib
 import json
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from auditors.arm import MG_PREFIX, norm_id, subscription_of
-from auditors.emulators.tls import server_context
+from auditors.emulators.server import HttpsEmulator, JsonHandler, error_body
 from auditors.sources.kql import Query, collector_queries, normalise
 from auditors.sources.snapshot import iter_snapshot
 
@@ -198,7 +196,7 @@ class Request:
                 "AtScopeAboveAndBelow": above or below}[self.scope_filter]
 
 
-class ResourceGraphEmulator:
+class ResourceGraphEmulator(HttpsEmulator):
     """Serve a snapshot as Azure Resource Graph. Use as a context manager or call start()/stop()."""
 
     def __init__(self, snapshot: str | Path | list[dict], *, page_size: int = MAX_TOP,
@@ -214,48 +212,9 @@ class ResourceGraphEmulator:
         self.stats = Stats()
         self.subscription_limit = subscription_limit
         self.queries = {normalise(q.text): q for q in collector_queries().values()}
-        self._context, self.ca_path = server_context(ca_out)
-        self._requested_port = port
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        super().__init__(ca_out=ca_out, port=port)
         self._seen = 0
         self._results: dict[str, list[dict]] = {}
-
-    # -- lifecycle ------------------------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "emulator not started"
-        return self._server.server_address[1]
-
-    @property
-    def endpoint(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    def start(self) -> ResourceGraphEmulator:
-        emulator = self
-
-        class Handler(_Handler):
-            owner = emulator
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._requested_port), Handler)
-        self._server.daemon_threads = True
-        self._server.socket = self._context.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="arg-emulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> ResourceGraphEmulator:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # -- protocol -------------------------------------------------------------------------------------
     def next_fault(self) -> str:
@@ -354,32 +313,23 @@ class ResourceGraphEmulator:
         return 200, body, headers
 
 
-def _error(code: str, message: str) -> dict:
-    return {"error": {"code": code, "message": f"Please provide below info when asking for support: timestamp = "
-                                               f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, "
-                                               "correlationId = emulator.",
-                      "details": [{"code": code, "message": message}]}}
+_error = error_body
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     owner: ResourceGraphEmulator
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args) -> None:  # quiet: the stats tell the story
-        pass
 
     def do_GET(self) -> None:
         if self.path.split("?")[0] == "/stats":
-            self._send(200, self.owner.stats.as_dict(), {})
+            self.send_json(200, self.owner.stats.as_dict())
         else:
-            self._send(404, _error("NotFound", "Unknown path."), {})
+            self.send_json(404, _error("NotFound", "Unknown path."))
 
     def do_POST(self) -> None:
         owner = self.owner
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self.read_body()
         if self.path.split("?")[0].lower() != RESOURCES_PATH:
-            self._send(404, _error("NotFound", "Unknown path."), {})
+            self.send_json(404, _error("NotFound", "Unknown path."))
             return
         with owner._lock:
             owner.stats.requests += 1
@@ -387,45 +337,31 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "reset":
             with owner._lock:
                 owner.stats.resets += 1
-            self.close_connection = True
-            self.connection.close()
+            self.drop_connection()
             return
         authorization = self.headers.get("Authorization", "")
         if not authorization.startswith("Bearer ") or not authorization[7:].strip():
-            self._send(401, _error("AuthenticationFailed", "Missing or malformed bearer token."), {})
+            self.send_json(401, _error("AuthenticationFailed", "Missing or malformed bearer token."))
             return
         principal = hashlib.sha256(authorization.encode()).hexdigest()  # never keep the token itself
         if fault == "throttle":
             owner.stats.throttled += 1
-            self._send(429, _error("RateLimiting", "Injected throttling."),
-                       {"x-ms-user-quota-remaining": "0", "x-ms-user-quota-resets-after": "00:00:01"})
+            self.send_json(429, _error("RateLimiting", "Injected throttling."),
+                           {"x-ms-user-quota-remaining": "0", "x-ms-user-quota-resets-after": "00:00:01"})
             return
         if fault == "fail":
             owner.stats.errors += 1
-            self._send(owner.faults.fail_status, _error("ServiceUnavailable", "Injected failure."), {})
+            self.send_json(owner.faults.fail_status, _error("ServiceUnavailable", "Injected failure."))
             return
         try:
             body = json.loads(raw.decode("utf-8") or "{}")
             if not isinstance(body, dict) or not isinstance(body.get("query"), str):
                 raise ValueError("body must be a JSON object with a `query` string")
         except (ValueError, UnicodeDecodeError) as exc:
-            self._send(400, _error("BadRequest", f"Request body is not valid: {exc}"), {})
+            self.send_json(400, _error("BadRequest", f"Request body is not valid: {exc}"))
             return
         status, payload, headers = owner.answer(body, principal)
-        self._send(status, payload, headers)
+        self.send_json(status, payload, headers)
 
-    def _send(self, status: int, payload: dict, headers: dict[str, str]) -> None:
-        data = json.dumps(payload).encode()
-        gzipped = "gzip" in (self.headers.get("Accept-Encoding") or "") and len(data) > 1024
-        if gzipped:
-            data = gzip.compress(data)
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-ms-request-id", hashlib.md5(data).hexdigest())
-        if gzipped:
-            self.send_header("Content-Encoding", "gzip")
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+
+ResourceGraphEmulator.handler = _Handler

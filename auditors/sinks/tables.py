@@ -1,0 +1,93 @@
+"""The two Log Analytics custom tables and their DCR stream declarations, defined once.
+
+`log_analytics_tables.json` beside this module is generated from these definitions
+(`python -m auditors.sinks.tables > auditors/sinks/log_analytics_tables.json`); the infrastructure and the
+ingestion emulator read that file, and a test keeps it in step with the code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+
+from auditors.findings import FINDING_COLUMNS
+
+FINDINGS_TABLE, FINDINGS_STREAM = "AcrPullAudit_CL", "Custom-AcrPullAudit"
+RUNS_TABLE, RUNS_STREAM = "AcrPullAuditRuns_CL", "Custom-AcrPullAuditRuns"
+TABLES_FILE = Path(__file__).with_name("log_analytics_tables.json")
+
+RUN_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("TimeGenerated", "datetime"),
+    ("RunId", "string"),
+    ("StartTime", "datetime"),
+    ("EndTime", "datetime"),
+    ("RunStatus", "string"),  # Succeeded | Incomplete | Failed
+    ("Source", "string"),  # live | snapshot | demo
+    ("Scope", "string"),
+    ("SubscriptionsSeen", "long"),
+    ("FindingCount", "long"),
+    ("PassCount", "long"),
+    ("FailCount", "long"),
+    ("UnknownCount", "long"),
+    ("NotApplicableCount", "long"),
+    ("Counts", "dynamic"),  # {ruleId: {status: count}}
+    ("Coverage", "dynamic"),
+    ("Errors", "dynamic"),
+    ("SpoolPending", "long"),
+    ("EvidenceLocation", "string"),
+    ("ToolVersion", "string"),
+    ("RuleCatalogVersion", "string"),
+)
+
+# Names Log Analytics reserves for its own columns.
+RESERVED_COLUMNS = {"_resourceid", "id", "_subscriptionid", "tenantid", "type", "uniqueid", "title"}
+COLUMN_TYPES = {"string", "int", "long", "real", "boolean", "datetime", "dynamic"}
+_COLUMN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,44}")
+
+
+def column_problems(columns: tuple[tuple[str, str], ...]) -> list[str]:
+    problems = []
+    for name, kind in columns:
+        if not _COLUMN_NAME.fullmatch(name):
+            problems.append(f"{name}: must start with a letter, use [A-Za-z0-9_] and have at most 45 characters")
+        if name.lower() in RESERVED_COLUMNS:
+            problems.append(f"{name}: reserved by Log Analytics")
+        if kind not in COLUMN_TYPES:
+            problems.append(f"{name}: type {kind} is not one of {sorted(COLUMN_TYPES)}")
+    return problems
+
+
+def tables_document() -> dict:
+    return {
+        "_generated": "python -m auditors.sinks.tables > auditors/sinks/log_analytics_tables.json",
+        "tables": [
+            {"table": table, "stream": stream, "columns": [{"name": n, "type": t} for n, t in columns]}
+            for table, stream, columns in ((FINDINGS_TABLE, FINDINGS_STREAM, FINDING_COLUMNS),
+                                           (RUNS_TABLE, RUNS_STREAM, RUN_COLUMNS))
+        ],
+    }
+
+
+def render() -> str:
+    return json.dumps(tables_document(), indent=2) + "\n"
+
+
+def load_stream_declarations(path: str | Path = TABLES_FILE) -> dict[str, dict[str, str]]:
+    """Stream name -> {column: type}, from the schema file the infrastructure also uses."""
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    return {t["stream"]: {c["name"]: c["type"] for c in t["columns"]} for t in document["tables"]}
+
+
+def rule_catalog_version() -> str:
+    from auditors.rules import catalog
+
+    text = json.dumps([{**vars(r.meta), "severity": r.meta.severity.value, "scope": r.meta.scope.value}
+                       for r in catalog()], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
