@@ -9,15 +9,15 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from auditors import __version__
-from auditors.pairing import PairsFileError
 from auditors.report import render
 from auditors.rules import RESERVED, Severity, Status, catalog
-from auditors.scan import capture_snapshot, demo_path, run_scan
+from auditors.scan import capture_snapshot, demo_path
 from auditors.sources.snapshot import SnapshotError
 
-EXIT_OK, EXIT_FAIL_ON, EXIT_BAD_INPUT, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAIL_ON, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_FAILED = 0, 1, 2, 3, 4
 
 
 def _severity(text: str) -> Severity:
@@ -25,6 +25,15 @@ def _severity(text: str) -> Severity:
         return Severity.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _date(text: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from exc
 
 
 def _quota(text: str) -> tuple[int, float]:
@@ -62,7 +71,26 @@ def _parser() -> argparse.ArgumentParser:
                       help="exit 1 when a Fail at or above this severity exists (Low, Medium, High, Critical)")
     scan.add_argument("--run-id", help="run id to stamp on findings (default: a new UUID)")
     scan.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+    scan.add_argument("--sink", choices=("local", "log-analytics"), default=None,
+                      help="local files only (default), or also Log Analytics (settings from the environment)")
+    scan.add_argument("--evidence", action="store_true", default=None,
+                      help="write the evidence archive (on by default with --sink log-analytics)")
     _add_collection_options(scan)
+
+    run = commands.add_parser("run", help="what the Functions timer runs: everything from environment settings")
+    run.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+
+    evidence = commands.add_parser("evidence", help="list, export and verify archived runs")
+    actions = evidence.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="archived runs, oldest first")
+    export = actions.add_parser("export", help="zip of runs for auditors: manifest, findings CSV, summaries")
+    verify = actions.add_parser("verify", help="recompute every hash; exit 1 on any missing or modified object")
+    for action in (listing, export, verify):
+        action.add_argument("--from", dest="date_from", type=_date, metavar="YYYY-MM-DD")
+        action.add_argument("--to", dest="date_to", type=_date, metavar="YYYY-MM-DD")
+    for action in (export, verify):
+        action.add_argument("--run", metavar="RUN_ID", help="one run instead of a date range")
+    export.add_argument("--out", metavar="FILE.zip", required=True)
 
     snapshot = commands.add_parser("snapshot", help="collect from Resource Graph into a replayable snapshot")
     snapshot.add_argument("--out", metavar="DIR", required=True, help="directory for the JSONL files and manifest")
@@ -124,12 +152,15 @@ def _progress(quiet: bool, tag: str):
     return progress
 
 
-def _collector(args: argparse.Namespace, progress):
+def _collector(args_or_settings, progress):
     from auditors.sources.credentials import arm_credential
     from auditors.sources.resource_graph import CollectionScope, ResourceGraphCollector
 
-    return ResourceGraphCollector(arm_credential(), endpoint=args.arm_endpoint, scope=CollectionScope.parse(args.scope),
-                                  page_size=args.page_size, concurrency=args.concurrency, progress=progress)
+    source = args_or_settings
+    return ResourceGraphCollector(arm_credential(), endpoint=source.arm_endpoint,
+                                  scope=CollectionScope.parse(list(source.scope or [])),
+                                  page_size=getattr(source, "page_size", 1000),
+                                  concurrency=getattr(source, "concurrency", 4), progress=progress)
 
 
 def _live_errors():
@@ -140,21 +171,14 @@ def _live_errors():
     return ClientAuthenticationError, ScopeError
 
 
-def _scan(args: argparse.Namespace) -> int:
-    progress = _progress(args.quiet, "scan")
-    live = not (args.demo or args.snapshot)
-    snapshot = demo_path() if args.demo else args.snapshot
-    pairs = args.pairs or (demo_path() / "pairs.yaml" if args.demo else None)
-    errors: tuple[type[Exception], ...] = (SnapshotError, PairsFileError)
-    try:
-        if live:
-            errors += _live_errors()
-        collector = _collector(args, progress) if live else None
-        result = run_scan(snapshot, args.out, pairs_file=pairs, run_id=args.run_id, progress=progress,
-                          collector=collector)
-    except errors as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+def _report(outcome, args_fail_on=None) -> int:
+    """Print the summary of a finished run and choose the exit code."""
+    from auditors.run import FAILED, INPUT_ERRORS
+
+    record, result = outcome.record, outcome.scan
+    if result is None:
+        print(f"error: {outcome.error}", file=sys.stderr)
+        return EXIT_BAD_INPUT if isinstance(outcome.error, INPUT_ERRORS) else EXIT_FAILED
     summary = result.summary
     print(render(summary, catalog()))
     print(f"\n{summary.findings:,} findings for {len(result.inventory.clusters):,} clusters, "
@@ -164,16 +188,105 @@ def _scan(args: argparse.Namespace) -> int:
     if result.coverage is not None:
         print(result.coverage.summary_line())
     print(f"wrote {', '.join(str(p) for p in result.out_files)}")
-    if args.fail_on and summary.worst_fail and summary.worst_fail.rank >= args.fail_on.rank:
+    for name, stats in outcome.uploads.items():
+        print(f"log analytics ({name}): {stats.rows:,} rows in {stats.requests:,} requests, "
+              f"{stats.spooled_rows:,} spooled for the next run")
+    if record.get("EvidenceLocation"):
+        print(f"evidence: {record['EvidenceLocation']}")
+    for error in record["Errors"]:
+        print(f"problem: {error}", file=sys.stderr)
+    if args_fail_on and summary.worst_fail and summary.worst_fail.rank >= args_fail_on.rank:
         failing = summary.total(Status.FAIL)
-        print(f"--fail-on {args.fail_on.value}: {failing} Fail finding(s), worst severity {summary.worst_fail.value}",
+        print(f"--fail-on {args_fail_on.value}: {failing} Fail finding(s), worst severity {summary.worst_fail.value}",
               file=sys.stderr)
         return EXIT_FAIL_ON
-    if result.inventory.gaps:
-        print(f"incomplete: {len(result.inventory.gaps)} collection gap(s); affected verdicts are Unknown",
-              file=sys.stderr)
+    if record["RunStatus"] == FAILED:
+        return EXIT_FAILED
+    if result.inventory.gaps or record["RunStatus"] != "Succeeded":
+        print(f"incomplete: run {record['RunStatus']}; {len(result.inventory.gaps)} collection gap(s), "
+              f"{record['SpoolPending']} spool entries waiting", file=sys.stderr)
         return EXIT_INCOMPLETE
     return EXIT_OK
+
+
+def _settings(**overrides):
+    from auditors.settings import Settings
+
+    return Settings.from_env(**overrides)
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from auditors.run import run_audit
+    from auditors.settings import SettingsError
+
+    progress = _progress(args.quiet, "scan")
+    live = not (args.demo or args.snapshot)
+    try:
+        settings = _settings(sink=args.sink, evidence=args.evidence, out_dir=args.out, pairs_file=args.pairs,
+                             arm_endpoint=args.arm_endpoint, scope=tuple(args.scope) if args.scope else None)
+        collector = None
+        if live:
+            args.scope = settings.scope
+            collector = _collector(args, progress)
+    except (SettingsError, *_live_errors()) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    outcome = run_audit(settings, snapshot=args.snapshot, demo=args.demo, collector=collector, run_id=args.run_id,
+                        progress=progress)
+    return _report(outcome, args.fail_on)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from auditors.run import run_audit
+    from auditors.settings import SettingsError
+
+    progress = _progress(args.quiet, "run")
+    try:
+        settings = _settings()
+        collector = _collector(settings, progress)
+    except (SettingsError, *_live_errors()) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return _report(run_audit(settings, collector=collector, progress=progress))
+
+
+def _evidence(args: argparse.Namespace) -> int:
+    from auditors.settings import SettingsError
+    from auditors.sinks.evidence import EvidenceArchive
+
+    try:
+        settings = _settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    archive = EvidenceArchive(settings.store(settings.evidence_container))
+    if getattr(args, "run", None):
+        found = archive.find(args.run)
+        if found is None:
+            print(f"error: run {args.run} is not in {archive.store.location()}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        runs = [found]
+    else:
+        runs = archive.runs(args.date_from, args.date_to)
+    if args.action == "list":
+        for run in runs:
+            manifest = archive.manifest(run)
+            print(f"{run.day}  {run.run_id}  {manifest.get('runStatus', ''):<10}  {manifest.get('scope', '')}  "
+                  f"{archive.store.location(run.prefix)}")
+        print(f"{len(runs)} run(s) in {archive.store.location()}", file=sys.stderr)
+        return EXIT_OK
+    if not runs:
+        print("error: no archived runs match", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.action == "export":
+        path = archive.export(runs, Path(args.out))
+        print(f"wrote {path} ({len(runs)} run(s))")
+        return EXIT_OK
+    problems = [problem for run in runs for problem in archive.verify(run)]
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    print(f"verified {len(runs)} run(s): {'FAILED, ' + str(len(problems)) + ' problem(s)' if problems else 'intact'}")
+    return EXIT_FAIL_ON if problems else EXIT_OK
 
 
 def _snapshot(args: argparse.Namespace) -> int:
@@ -220,4 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         return _snapshot(args)
     if args.command == "emulate":
         return _emulate(args)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "evidence":
+        return _evidence(args)
     return _scan(args)

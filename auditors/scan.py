@@ -59,10 +59,11 @@ def read_manifest(snapshot: str | Path) -> dict | None:
         raise SnapshotError(f"{manifest}: unreadable manifest: {exc}") from exc
 
 
-def load_snapshot(snapshot: str | Path, progress: Progress) -> tuple[Inventory, LoadReport]:
+def load_snapshot(snapshot: str | Path, progress: Progress, row_filter=None) -> tuple[Inventory, LoadReport]:
     load = LoadReport()
     progress(f"reading snapshot {snapshot}")
-    inventory = Inventory.from_rows(iter_snapshot(snapshot, load), progress=progress)
+    rows = iter_snapshot(snapshot, load)
+    inventory = Inventory.from_rows(row_filter(rows) if row_filter else rows, progress=progress)
     manifest = read_manifest(snapshot)
     if manifest:  # a captured snapshot carries what its collection missed
         coverage = manifest.get("coverage") or {}
@@ -76,17 +77,15 @@ def load_snapshot(snapshot: str | Path, progress: Progress) -> tuple[Inventory, 
     return inventory, load
 
 
-def collect_live(collector, progress: Progress, extra_sink=None) -> tuple[Inventory, Any]:
-    """Rows go straight from Resource Graph pages into the inventory (and to `extra_sink`, if given)."""
+def collect_live(collector, progress: Progress, row_filter=None) -> tuple[Inventory, Any]:
+    """Rows go straight from Resource Graph pages into the inventory (through `row_filter`, if given)."""
     inventory = Inventory()
 
     def sink(query, rows: list[dict]) -> None:
-        for row in rows:
+        for row in row_filter(rows) if row_filter else rows:
             normalised = normalise_row(row)
             if normalised.get("id") and normalised["type"]:
                 inventory.add(normalised)
-        if extra_sink:
-            extra_sink(query, rows)
 
     progress(f"collecting from Resource Graph ({collector.scope.describe()})")
     coverage = collector.collect(sink)
@@ -115,16 +114,18 @@ def evaluate(inventory: Inventory, out_dir: str | Path, *, config: PairsConfig, 
 
 
 def run_scan(snapshot: str | Path | None, out_dir: str | Path, *, pairs_file: str | Path | None = None,
-             run_id: str | None = None, progress: Progress | None = None, collector=None) -> ScanResult:
-    """Scan a snapshot, or collect live with `collector` when no snapshot is given."""
+             run_id: str | None = None, progress: Progress | None = None, collector=None,
+             row_filter=None) -> ScanResult:
+    """Scan a snapshot, or collect live with `collector` when no snapshot is given. `row_filter` sees every
+    row on its way into the inventory (the evidence archive records them through it)."""
     started = time.monotonic()
     say = progress or (lambda _msg: None)
     config = load_pairs_file(pairs_file) if pairs_file else PairsConfig()
     load = coverage = None
     if snapshot is not None:
-        inventory, load = load_snapshot(snapshot, say)
+        inventory, load = load_snapshot(snapshot, say, row_filter)
     else:
-        inventory, coverage = collect_live(collector, say)
+        inventory, coverage = collect_live(collector, say, row_filter)
     run_id, summary, evaluator, files = evaluate(inventory, out_dir, config=config, run_id=run_id, progress=say)
     return ScanResult(run_id, summary, inventory, evaluator.pair_count, evaluator.unpaired_clusters, load, coverage,
                       files, time.monotonic() - started)

@@ -184,4 +184,4 @@ def test_bad_scope_exits_2(tmp_path):
     env = {**os.environ, "AZURE_ACCESS_TOKEN": "t"}
     result = subprocess.run([sys.executable, "-m", "auditors", "scan", "--scope", "rg:x", "--out", str(tmp_path)],
                             capture_output=True, text=True, env=env, timeout=60)
-    assert result.returncode == 2 and "use tenant, mg:NAME or sub:SUBSCRIPTION-ID" in result.stderr
+    assert result.returncode == 2 and "--scope: 'rg:x' is not tenant, mg:NAME or sub:ID" in result.stderr

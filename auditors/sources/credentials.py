@@ -44,3 +44,16 @@ def arm_credential():
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential(exclude_interactive_browser_credential=True)
+
+
+MONITOR_TOKEN_VARIABLE = "LOGS_ACCESS_TOKEN"
+
+
+def monitor_credential():
+    """`LOGS_ACCESS_TOKEN` (a token for https://monitor.azure.com) when set, else DefaultAzureCredential."""
+    token = os.environ.get(MONITOR_TOKEN_VARIABLE, "").strip()
+    if token:
+        return StaticTokenCredential(token)
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(exclude_interactive_browser_credential=True)
