@@ -50,11 +50,12 @@ def fit_fields(record: dict) -> dict:
 
 
 def batches(records: Iterable[dict], limit: int = BODY_LIMIT) -> Iterator[list[dict]]:
-    """Lists of records whose JSON array stays within `limit` bytes."""
+    """Lists of records whose JSON array, serialised as the SDK does (`json.dumps` defaults), stays within
+    `limit` bytes."""
     batch: list[dict] = []
     size = 2
     for record in records:
-        length = len(json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()) + 1
+        length = len(json.dumps(record)) + 2
         if batch and size + length > limit:
             yield batch
             batch, size = [], 2

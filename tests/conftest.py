@@ -1,0 +1,52 @@
+"""Shared fixtures: Azurite (Blob Storage emulator from npm) on 127.0.0.1, started once per session."""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE = ROOT / "node_modules" / ".bin" / "azurite-blob"
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """Connection string of a running Azurite blob service; skipped where Azurite is not installed
+    (`npm ci`), except in CI, which requires it."""
+    if not AZURITE.exists() or not shutil.which("node"):
+        if os.environ.get("CI_REQUIRE_AZURITE"):
+            pytest.fail("Azurite is required in CI but node_modules/.bin/azurite-blob is missing")
+        pytest.skip("Azurite is not installed (run `npm ci`)")
+    port = _free_port()
+    workspace = tmp_path_factory.mktemp("azurite")
+    process = subprocess.Popen(
+        [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(workspace),
+         "--silent", "--skipApiVersionCheck", "--disableTelemetry"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"Azurite exited: {process.stderr.read().decode()[:500]}")
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("Azurite did not start within 30 s")
+    yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};"
+           f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
+    process.terminate()
+    process.wait(timeout=10)
