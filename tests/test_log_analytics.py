@@ -249,3 +249,51 @@ def test_ingestion_emulator_drops_undeclared_columns(ingestion, settings):
     emulator = ingestion()
     sink_for(emulator, settings).upload(RUNS_STREAM, [{"RunId": "r", "NotAColumn": 1, "FindingCount": 3}])
     assert emulator.landed(RUNS_STREAM) == [{"RunId": "r", "FindingCount": 3}]
+
+
+def test_spool_growth_is_bounded_and_reported(ingestion, settings):
+    import dataclasses
+    import os
+
+    bounded = dataclasses.replace(settings, spool_max_mb=1)
+    old_rows = [{"RunId": "x", "FindingId": f"{i:032x}", "Message": os.urandom(1024).hex()} for i in range(1500)]
+    Spool(bounded.store(bounded.spool_container)).put(FINDINGS_STREAM, old_rows, "old failure")
+    broken = ingestion(faults=IngestionFaults.parse([], [f"{FINDINGS_STREAM}:500", f"{RUNS_STREAM}:500"]))
+    outcome = run_audit(bounded, demo=True, sink=sink_for(broken, bounded, retry_total=0, attempts=1))
+    assert outcome.status == "Incomplete"
+    assert any("over its 1 MB bound" in e for e in outcome.record["Errors"])
+    assert outcome.record["SpoolPending"] >= 2
+
+
+def test_cli_scan_with_log_analytics_sink_and_evidence_commands(ingestion, settings, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    emulator = ingestion()
+    env = {**os.environ, "AUDIT_SINK": "log-analytics", "LOGS_INGESTION_ENDPOINT": emulator.endpoint,
+           "LOGS_DCR_IMMUTABLE_ID": DCR, "LOGS_ACCESS_TOKEN": "secret-monitor-token",
+           "REQUESTS_CA_BUNDLE": str(emulator.ca_path), "AUDIT_STORAGE_CONNECTION_STRING":
+           settings.storage_connection_string, "AUDIT_EVIDENCE_CONTAINER": settings.evidence_container,
+           "AUDIT_SPOOL_CONTAINER": settings.spool_container}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "auditors", *args], capture_output=True, text=True, env=env,
+                              timeout=120)
+
+    scan = cli("scan", "--demo", "--out", str(tmp_path / "out"))
+    assert scan.returncode == 0, scan.stderr
+    assert "log analytics (findings): 85 rows" in scan.stdout and "evidence: " in scan.stdout
+    assert "secret-monitor-token" not in scan.stdout + scan.stderr
+    assert len(emulator.landed(FINDINGS_STREAM)) == 85 and len(emulator.landed(RUNS_STREAM)) == 1
+    listing = cli("evidence", "list")
+    run_id = emulator.landed(RUNS_STREAM)[0]["RunId"]
+    assert listing.returncode == 0 and run_id in listing.stdout
+    assert cli("evidence", "verify", "--run", run_id).returncode == 0
+    exported = cli("evidence", "export", "--run", run_id, "--out", str(tmp_path / "e.zip"))
+    assert exported.returncode == 0 and (tmp_path / "e.zip").exists()
+    archive = EvidenceArchive(settings.store(settings.evidence_container))
+    archive.store.container.delete_blob(archive.find(run_id).prefix + "findings.jsonl.gz")
+    failed = cli("evidence", "verify", "--run", run_id)
+    assert failed.returncode == 1 and "findings.jsonl.gz: missing" in failed.stderr
+    assert cli("evidence", "verify", "--run", "no-such-run").returncode == 2
