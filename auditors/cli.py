@@ -123,6 +123,17 @@ def _parser() -> argparse.ArgumentParser:
                      help="answer this query (file stem) with resultTruncated; repeatable")
     arg.add_argument("--fail-query", action="append", default=[], metavar="QUERY",
                      help="always fail this query (file stem); repeatable")
+
+    ingest = services.add_parser("ingestion", help="Azure Monitor Logs Ingestion API on 127.0.0.1")
+    ingest.add_argument("--port", type=int, default=0, help="port (default: any free port, printed)")
+    ingest.add_argument("--ca-out", metavar="FILE", help="write the emulator's CA certificate (PEM) here")
+    ingest.add_argument("--store", metavar="FILE", help="append accepted rows here (JSON Lines)")
+    ingest.add_argument("--dcr", default="dcr-" + "0" * 32, help="immutable id of the emulated DCR")
+    ingest.add_argument("--schema", metavar="FILE", help="stream declarations (default: the package's tables file)")
+    ingest.add_argument("--fail", action="append", default=[], metavar="KIND:N",
+                        help="429:N, 503:N or reset:N for the first N requests, or KIND:0.1 for a share; repeatable")
+    ingest.add_argument("--fail-stream", action="append", default=[], metavar="STREAM[:STATUS]",
+                        help="always fail this stream (default status 500); repeatable")
     return parser
 
 
@@ -302,27 +313,40 @@ def _snapshot(args: argparse.Namespace) -> int:
 
 
 def _emulate(args: argparse.Namespace) -> int:
-    from auditors.emulators.arg import Faults, ResourceGraphEmulator
-
-    faults = Faults(fail_first=args.fail, fail_status=args.fail_status, throttle_first=args.throttle,
-                    reset_first=args.reset, fail_subscriptions={s.lower() for s in args.fail_subscription},
-                    truncate_queries=set(args.truncate), fail_queries=set(args.fail_query))
     try:
-        emulator = ResourceGraphEmulator(demo_path() if args.demo else args.snapshot, page_size=args.page_size,
-                                         quota=args.quota, faults=faults, ca_out=args.ca_out, port=args.port,
-                                         subscription_limit=args.subscription_limit)
-    except SnapshotError as exc:
+        emulator = _arg_emulator(args) if args.service == "arg" else _ingestion_emulator(args)
+    except (SnapshotError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with emulator:
-        print(f"Resource Graph emulator on {emulator.endpoint} (CA: {emulator.ca_path or 'not written'}); "
-              f"Ctrl-C to stop", flush=True)
+        name = "Resource Graph" if args.service == "arg" else "Logs Ingestion"
+        print(f"{name} emulator on {emulator.endpoint} (CA: {emulator.ca_path or 'not written'}); Ctrl-C to stop",
+              flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-    print(json.dumps({"emulator": "arg", **emulator.stats.as_dict()}), flush=True)
+    print(json.dumps({"emulator": args.service, **emulator.stats.as_dict()}), flush=True)
     return EXIT_OK
+
+
+def _arg_emulator(args: argparse.Namespace):
+    from auditors.emulators.arg import Faults, ResourceGraphEmulator
+
+    faults = Faults(fail_first=args.fail, fail_status=args.fail_status, throttle_first=args.throttle,
+                    reset_first=args.reset, fail_subscriptions={s.lower() for s in args.fail_subscription},
+                    truncate_queries=set(args.truncate), fail_queries=set(args.fail_query))
+    return ResourceGraphEmulator(demo_path() if args.demo else args.snapshot, page_size=args.page_size,
+                                 quota=args.quota, faults=faults, ca_out=args.ca_out, port=args.port,
+                                 subscription_limit=args.subscription_limit)
+
+
+def _ingestion_emulator(args: argparse.Namespace):
+    from auditors.emulators.ingestion import IngestionFaults, LogsIngestionEmulator
+
+    extra = {"schema": args.schema} if args.schema else {}
+    return LogsIngestionEmulator(dcr_id=args.dcr, store=args.store, faults=IngestionFaults.parse(
+        args.fail, args.fail_stream), ca_out=args.ca_out, port=args.port, **extra)
 
 
 def main(argv: list[str] | None = None) -> int:

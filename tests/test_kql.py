@@ -38,3 +38,27 @@ def test_the_validator_catches_typos():
         "syntax": "resources | where type =~ 'x' | project id,",
     })
     assert all(kusto.errors(result) for result in broken.values())
+
+
+def log_analytics_tables() -> dict[str, dict[str, str]]:
+    from auditors.sinks.tables import tables_document
+
+    return {t["table"]: {c["name"]: c["type"] for c in t["columns"]} for t in tables_document()["tables"]}
+
+
+def test_readme_log_analytics_queries_are_valid():
+    import re
+
+    if REASON:
+        pytest.skip(REASON)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    queries = {f"readme-{i}": q for i, q in enumerate(re.findall(r"```kusto\n(.+?)\n```", readme, flags=re.S))}
+    assert len(queries) >= 2
+    for name, result in kusto.analyse(log_analytics_tables(), queries).items():
+        assert kusto.errors(result) == [], name
+
+
+def test_readme_settings_table_is_current():
+    from auditors.settings import settings_table
+
+    assert settings_table() in (Path(__file__).resolve().parent.parent / "README.md").read_text()
