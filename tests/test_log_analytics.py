@@ -297,3 +297,50 @@ def test_cli_scan_with_log_analytics_sink_and_evidence_commands(ingestion, setti
     failed = cli("evidence", "verify", "--run", run_id)
     assert failed.returncode == 1 and "findings.jsonl.gz: missing" in failed.stderr
     assert cli("evidence", "verify", "--run", "no-such-run").returncode == 2
+
+
+def test_ingestion_emulator_command_stores_what_landed(tmp_path, settings):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    store = tmp_path / "landed.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "auditors", "emulate", "ingestion", "--dcr", DCR, "--ca-out",
+                                str(tmp_path / "ca.pem"), "--store", str(store), "--fail", "429:1"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        endpoint = process.stdout.readline().split(" on ")[1].split(" ")[0]
+        env = {**os.environ, "AUDIT_SINK": "log-analytics", "LOGS_INGESTION_ENDPOINT": endpoint,
+               "LOGS_DCR_IMMUTABLE_ID": DCR, "LOGS_ACCESS_TOKEN": "t", "REQUESTS_CA_BUNDLE": str(tmp_path / "ca.pem"),
+               "AUDIT_LOCAL_DIR": str(tmp_path / "local")}
+        scan = subprocess.run([sys.executable, "-m", "auditors", "scan", "--demo", "--out", str(tmp_path / "out")],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert scan.returncode == 0, scan.stderr
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        out, _ = process.communicate(timeout=10)
+    landed = [json.loads(line) for line in store.open()]
+    findings = [json.loads(line) for line in (tmp_path / "out" / "findings.jsonl").open()]
+    assert [x["record"] for x in landed if x["stream"] == FINDINGS_STREAM] == findings
+    assert [x["record"]["RunStatus"] for x in landed if x["stream"] == RUNS_STREAM] == [SUCCEEDED]
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["faults"] == {"429": 1} and stats["rows"] == len(findings) + 1
+    assert (tmp_path / "local" / "evidence").exists()  # evidence on by default with log-analytics
+
+
+def test_dcr_limiter_holds_requests_and_bytes_per_window():
+    from auditors.sinks.log_analytics import DcrLimiter
+
+    by_count = DcrLimiter(requests_per_minute=3, window=0.3)
+    for _ in range(3):
+        by_count.acquire(10)
+    assert by_count.waited == 0
+    by_count.acquire(10)
+    assert by_count.waited > 0  # the fourth request had to wait for the window to move
+    by_bytes = DcrLimiter(requests_per_minute=100, bytes_per_minute=1000, window=0.3)
+    by_bytes.acquire(900)
+    by_bytes.acquire(50)
+    assert by_bytes.waited == 0
+    by_bytes.acquire(100)
+    assert by_bytes.waited > 0
