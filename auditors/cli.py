@@ -163,15 +163,10 @@ def _progress(quiet: bool, tag: str):
     return progress
 
 
-def _collector(args_or_settings, progress):
-    from auditors.sources.credentials import arm_credential
-    from auditors.sources.resource_graph import CollectionScope, ResourceGraphCollector
+def _collector(args: argparse.Namespace, settings, progress):
+    from auditors.run import collector_from_settings
 
-    source = args_or_settings
-    return ResourceGraphCollector(arm_credential(), endpoint=source.arm_endpoint,
-                                  scope=CollectionScope.parse(list(source.scope or [])),
-                                  page_size=getattr(source, "page_size", 1000),
-                                  concurrency=getattr(source, "concurrency", 4), progress=progress)
+    return collector_from_settings(settings, progress, page_size=args.page_size, concurrency=args.concurrency)
 
 
 def _live_errors():
@@ -235,10 +230,7 @@ def _scan(args: argparse.Namespace) -> int:
     try:
         settings = _settings(sink=args.sink, evidence=args.evidence, out_dir=args.out, pairs_file=args.pairs,
                              arm_endpoint=args.arm_endpoint, scope=tuple(args.scope) if args.scope else None)
-        collector = None
-        if live:
-            args.scope = settings.scope
-            collector = _collector(args, progress)
+        collector = _collector(args, settings, progress) if live else None
     except (SettingsError, *_live_errors()) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -248,17 +240,15 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from auditors.run import run_audit
+    from auditors.run import execute
     from auditors.settings import SettingsError
 
-    progress = _progress(args.quiet, "run")
     try:
-        settings = _settings()
-        collector = _collector(settings, progress)
+        outcome = execute(_progress(args.quiet, "run"))
     except (SettingsError, *_live_errors()) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return _report(run_audit(settings, collector=collector, progress=progress))
+    return _report(outcome)
 
 
 def _evidence(args: argparse.Namespace) -> int:
@@ -301,10 +291,13 @@ def _evidence(args: argparse.Namespace) -> int:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
+    from auditors.settings import SettingsError
+
     progress = _progress(args.quiet, "snapshot")
     try:
-        manifest = capture_snapshot(_collector(args, progress), args.out, progress)
-    except _live_errors() as exc:
+        settings = _settings(arm_endpoint=args.arm_endpoint, scope=tuple(args.scope) if args.scope else None)
+        manifest = capture_snapshot(_collector(args, settings, progress), args.out, progress)
+    except (SettingsError, *_live_errors()) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     rows = sum(f["rows"] for f in manifest["files"])

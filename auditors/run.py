@@ -196,3 +196,37 @@ def _run_record(run_id: str, started: datetime, source: str, settings: Settings,
         "Counts": counts, "Coverage": coverage, "Errors": errors, "SpoolPending": pending_entries,
         "EvidenceLocation": "", "ToolVersion": __version__, "RuleCatalogVersion": rule_catalog_version(),
     }
+
+
+class RunFailed(RuntimeError):
+    """Raised to the Functions host so the platform records the failed invocation."""
+
+
+def collector_from_settings(settings: Settings, progress: Progress | None = None, **overrides):
+    from auditors.sources.credentials import arm_credential
+    from auditors.sources.resource_graph import CollectionScope, ResourceGraphCollector
+
+    options = {"page_size": 1000, "concurrency": 4, **overrides}
+    return ResourceGraphCollector(arm_credential(), endpoint=settings.arm_endpoint,
+                                  scope=CollectionScope.parse(list(settings.scope)), progress=progress, **options)
+
+
+def execute(progress: Progress | None = None, env=None) -> RunOutcome:
+    """What the timer runs and `python -m auditors run` runs: everything from environment settings."""
+    settings = Settings.from_env(env)
+    return run_audit(settings, collector=collector_from_settings(settings, progress), progress=progress)
+
+
+def timer_run(log: Progress) -> RunOutcome:
+    """The Functions timer's body: run, log the run row, raise when the run failed."""
+    outcome = execute(log)
+    record = outcome.record
+    log(f"run {record['RunId']} {record['RunStatus']}: {record['FindingCount']} findings (Fail "
+        f"{record['FailCount']}, Unknown {record['UnknownCount']}), scope {record['Scope']}, "
+        f"{record['SubscriptionsSeen']} subscriptions, spool {record['SpoolPending']}, "
+        f"evidence {record['EvidenceLocation'] or 'off'}")
+    for error in record["Errors"]:
+        log(f"run {record['RunId']} problem: {error}")
+    if outcome.status == FAILED:
+        raise RunFailed(f"run {record['RunId']} failed: {'; '.join(record['Errors']) or 'see the run row'}")
+    return outcome

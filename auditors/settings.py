@@ -45,6 +45,7 @@ class Settings:
     scope: tuple[str, ...] = ()
     out_dir: str = "out"
     pairs_file: str = ""
+    schedule: str = "0 0 */6 * * *"
 
     # field -> (environment variable, description) — the README's settings table is generated from this
     ENVIRONMENT = {
@@ -69,6 +70,7 @@ class Settings:
         "scope": ("AUDIT_SCOPE", "space-separated scopes: `tenant`, `mg:NAME`, `sub:ID` (default tenant)"),
         "out_dir": ("AUDIT_OUT_DIR", "folder for findings.jsonl / findings.csv (default `out`)"),
         "pairs_file": ("AUDIT_PAIRS_FILE", "pairs file (YAML or JSON), optional"),
+        "schedule": ("AUDIT_SCHEDULE", "six-field NCRONTAB of the timer (default `0 0 */6 * * *`, every 6 hours)"),
     }
 
     @classmethod
@@ -128,6 +130,9 @@ class Settings:
             problems.append(f"{env['upload_workers'][0]}: {self.upload_workers} must be between 1 and 32")
         if self.spool_max_mb < 1:
             problems.append(f"{env['spool_max_mb'][0]}: must be at least 1")
+        if not valid_schedule(self.schedule):
+            problems.append(f"{env['schedule'][0]}: {self.schedule!r} is not a six-field NCRONTAB expression "
+                            "(second minute hour day month day-of-week)")
         for scope in self.scope:
             if not (scope == "tenant" or re.fullmatch(r"(mg|sub):\S+", scope)):
                 problems.append(f"{env['scope'][0]} / --scope: {scope!r} is not tenant, mg:NAME or sub:ID")
@@ -152,6 +157,24 @@ class Settings:
                 exclude_interactive_browser_credential=True))
             return BlobStore(service.get_container_client(container))
         return LocalStore(Path(self.local_dir) / container)
+
+
+_CRON_FIELD = re.compile(r"(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*|[A-Za-z]{3}(-[A-Za-z]{3})?")
+_CRON_RANGES = ((0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+
+
+def valid_schedule(expression: str) -> bool:
+    """A six-field NCRONTAB expression as the Functions timer takes it (numbers, ranges, steps, lists)."""
+    parts = expression.split()
+    if len(parts) != 6:
+        return False
+    for part, (low, high) in zip(parts, _CRON_RANGES, strict=True):
+        if not _CRON_FIELD.fullmatch(part):
+            return False
+        for number in re.findall(r"\d+", part.split("/")[0]):
+            if not low <= int(number) <= high:
+                return False
+    return True
 
 
 def settings_table() -> str:
