@@ -181,7 +181,11 @@ def _run_record(run_id: str, started: datetime, source: str, settings: Settings,
     if pending_bytes > spool.max_bytes:
         errors.append(f"spool holds {pending_bytes / 1e6:.1f} MB in {pending_entries} entries, over its "
                       f"{spool.max_bytes / 1e6:.0f} MB bound: the ingestion endpoint keeps failing")
-    if result is None:
+    if result is not None and result.coverage is not None and coverage.get("gaps") and not coverage.get("rows"):
+        errors.append("collection failed: no query returned data (" + "; ".join(
+            g["reason"] for g in coverage["gaps"][:3]) + ")")
+        status = FAILED
+    elif result is None:
         status = FAILED
     elif errors or coverage.get("gaps") or pending_entries:
         status = INCOMPLETE

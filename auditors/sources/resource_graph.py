@@ -308,6 +308,14 @@ class ResourceGraphCollector:
 
         self._run(self._plan_subscriptions(queries["subscriptions"]), keep_subscriptions, coverage)
         coverage.subscriptions_seen = len(subscriptions)
+        unreachable = [g for g in coverage.gaps if "connection failed" in g.reason]
+        if unreachable and not subscriptions:  # the endpoint itself is down: do not wait out every query too
+            for name, query in queries.items():
+                if name != "subscriptions":
+                    coverage.gaps.append(Gap(name, query.types, frozenset(),
+                                             f"skipped: Resource Graph unreachable ({unreachable[0].reason})"))
+            coverage.seconds = time.monotonic() - started
+            return coverage
         self.progress(f"{len(subscriptions):,} subscriptions in scope ({self.scope.describe()})")
         data_queries = [q for name, q in queries.items() if name != "subscriptions"]
         self._run(self._plan_data(data_queries, subscriptions, coverage), sink, coverage)
