@@ -60,7 +60,8 @@ def test_deployed_requirements_cover_the_package_dependencies():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     declared = {d.split(">")[0].split("=")[0].split("<")[0].strip().lower() for d in project["project"]["dependencies"]}
     lines = [x.strip() for x in (ROOT / "requirements.txt").read_text().splitlines()]
-    required = {x.split(">")[0].split("=")[0].split("<")[0].strip().lower() for x in lines if x and not x.startswith("#")}
+    required = {x.split(">")[0].split("=")[0].split("<")[0].strip().lower()
+                for x in lines if x and not x.startswith("#")}
     assert declared <= required and "azure-functions" in required
     assert not any("azure-functions-worker" in x for x in required)
 
@@ -119,7 +120,7 @@ def test_timer_run_end_to_end(deployment, tmp_path):
 def test_a_broken_dependency_fails_loudly_with_a_run_row_saying_why(deployment, monkeypatch):
     from auditors.run import RunFailed
 
-    arg, ingestion = deployment
+    _, ingestion = deployment
     monkeypatch.setenv("AZURE_ARM_ENDPOINT", "https://127.0.0.1:9")  # Resource Graph unreachable
     timer = functions()["acr_pull_audit"].get_user_function()
     with pytest.raises(RunFailed, match="no query returned data"):
