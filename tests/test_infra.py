@@ -1070,7 +1070,7 @@ def test_the_kql_check_catches_mistakes(kql):
 
 # -- checkov ---------------------------------------------------------------------------------------------------------
 def checkov_binary() -> str | None:
-    local = ROOT / ".venv-checkov" / "bin" / "checkov"  # .ci/run installs it there
+    local = ROOT / ".venv" / "checkov" / "bin" / "checkov"  # .ci/run installs it there
     return str(local) if local.exists() else shutil.which("checkov")
 
 
@@ -1079,8 +1079,8 @@ def checkov_report() -> dict:
     binary = checkov_binary()
     if binary is None:
         if os.environ.get("CI_REQUIRE_CHECKOV"):
-            pytest.fail("checkov is required (CI_REQUIRE_CHECKOV) but neither .venv-checkov nor PATH has it")
-        pytest.skip("checkov is not installed (python3 -m venv .venv-checkov && .venv-checkov/bin/pip install checkov)")
+            pytest.fail("checkov is required (CI_REQUIRE_CHECKOV) but neither .venv/checkov nor PATH has it")
+        pytest.skip("checkov is not installed (python3 -m venv .venv/checkov && .venv/checkov/bin/pip install checkov)")
     result = subprocess.run([binary, "--framework", "bicep", "-d", str(INFRA), "--skip-download", "-o", "json"],
                             capture_output=True, text=True, cwd=ROOT, timeout=600, check=False)
     report = json.loads(result.stdout)
