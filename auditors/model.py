@@ -35,7 +35,6 @@ T_IDENTITY = "microsoft.managedidentity/userassignedidentities"
 T_ROLE_ASSIGNMENT = "microsoft.authorization/roleassignments"
 T_ROLE_DEFINITION = "microsoft.authorization/roledefinitions"
 T_SUBSCRIPTION = "microsoft.resources/subscriptions"
-T_MANAGEMENT_GROUP = "microsoft.management/managementgroups"
 T_VNET = "microsoft.network/virtualnetworks"
 T_PRIVATE_ENDPOINT = "microsoft.network/privateendpoints"
 T_DNS_ZONE = "microsoft.network/privatednszones"
@@ -104,14 +103,12 @@ class Cluster(Resource):
     identity_type: str = ""
     service_principal_client_id: str = ""
     kubelet_object_id: str = ""
-    kubelet_client_id: str = ""
     kubelet_resource_id: str = ""
     node_resource_group: str = ""
     node_subnet_ids: list[str] = field(default_factory=list)
     outbound_type: str = ""
     load_balancer_ip_ids: list[str] = field(default_factory=list)
     managed_nat_ip_ids: list[str] = field(default_factory=list)
-    private_cluster: bool = False
 
     @property
     def identity_kind(self) -> str:
@@ -139,7 +136,6 @@ class Cluster(Resource):
             identity_type=_text(dig(row, "identity", "type")),
             service_principal_client_id=_text(dig(props, "servicePrincipalProfile", "clientId")),
             kubelet_object_id=_text(dig(kubelet, "objectId")).lower(),
-            kubelet_client_id=_text(dig(kubelet, "clientId")).lower(),
             kubelet_resource_id=_text(dig(kubelet, "resourceId")),
             node_resource_group=_text(dig(props, "nodeResourceGroup")),
             node_subnet_ids=[
@@ -154,7 +150,6 @@ class Cluster(Resource):
             managed_nat_ip_ids=[
                 norm_id(dig(ip, "id")) for ip in as_list(dig(network, "natGatewayProfile", "effectiveOutboundIPs"))
             ],
-            private_cluster=_bool_or_none(dig(props, "apiServerAccessProfile", "enablePrivateCluster")) is True,
         )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,11 +183,6 @@ def resolve_registry(token: str, inventory: Inventory) -> tuple[list[str], str]:
     if len(keys) > 1:
         return [], f"the {kind} is ambiguous: {len(keys)} registries share it ({', '.join(sorted(keys)[:3])})"
     return list(keys), ""
-
-
-def build_pairs(inventory: Inventory, config: PairsConfig, roles: RoleResolver) -> Iterator[Pair]:
-    for cluster in inventory.clusters.values():
-        yield from pairs_for_cluster(cluster, inventory, config, roles)
 
 
 def pairs_for_cluster(cluster: Cluster, inventory: Inventory, config: PairsConfig, roles: RoleResolver) -> list[Pair]:

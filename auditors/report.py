@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from auditors.findings import Finding
 from auditors.rules import Rule, Severity, Status
 
-STATUS_ORDER = (Status.PASS, Status.FAIL, Status.UNKNOWN, Status.NOT_APPLICABLE)
-
 
 @dataclass
 class Summary:

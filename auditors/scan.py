@@ -64,6 +64,7 @@ def load_snapshot(snapshot: str | Path, progress: Progress, row_filter=None) -> 
     progress(f"reading snapshot {snapshot}")
     rows = iter_snapshot(snapshot, load)
     inventory = Inventory.from_rows(row_filter(rows) if row_filter else rows, progress=progress)
+    progress("rows per table: " + ", ".join(f"{table} {count:,}" for table, count in sorted(load.tables.items())))
     manifest = read_manifest(snapshot)
     if manifest:  # a captured snapshot carries what its collection missed
         coverage = manifest.get("coverage") or {}

@@ -46,7 +46,9 @@ def test_accepted_shapes(tmp_path, shape):
     else:
         text, name = "\n".join(json.dumps(r) for r in rows), "rows.json"
     (tmp_path / name).write_text(text)
-    inventory = load(tmp_path)
+    report = LoadReport()
+    inventory = Inventory.from_rows(iter_snapshot(tmp_path, report))
+    assert report.tables == {"resources": 1, "resourcecontainers": 1}  # the table follows from the type
     assert list(inventory.registries) == [REGISTRY["id"].lower()]
     assert inventory.subscriptions["11111111-1111-1111-1111-111111111111"].ancestors == ["mg1", "root"]
 

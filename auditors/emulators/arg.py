@@ -136,7 +136,6 @@ class Request:
     """One parsed query request and the visibility rules its scope implies."""
 
     def __init__(self, body: dict, estate: Estate, subscription_limit: int) -> None:
-        self.query_text = body.get("query")
         options = body.get("options") or {}
         self.subscriptions = [str(s).lower() for s in body.get("subscriptions") or []]
         self.groups = [str(g).lower() for g in body.get("managementGroups") or []]

@@ -15,7 +15,6 @@ class LocalSink:
         self.out_dir = Path(out_dir)
         self.jsonl_path = self.out_dir / "findings.jsonl"
         self.csv_path = self.out_dir / "findings.csv"
-        self.written = 0
 
     def write(self, findings: Iterable[Finding]) -> Iterator[Finding]:
         """Write each finding to both files and pass it on (for the summary)."""
@@ -29,5 +28,4 @@ class LocalSink:
                 jsonl.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
                 record["Evidence"] = json.dumps(record["Evidence"], ensure_ascii=False, separators=(",", ":"))
                 table.writerow(record)
-                self.written += 1
                 yield finding

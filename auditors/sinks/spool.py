@@ -57,6 +57,3 @@ class Spool:
         """(entries, bytes) waiting."""
         objects = [o for o in self.store.list(PREFIX) if o.name.endswith(".jsonl.gz")]
         return len(objects), sum(o.size for o in objects)
-
-    def over_limit(self) -> bool:
-        return self.usage()[1] > self.max_bytes

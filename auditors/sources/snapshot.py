@@ -46,6 +46,7 @@ class LoadReport:
     files: int = 0
     rows: int = 0
     skipped: list[str] = field(default_factory=list)
+    tables: dict[str, int] = field(default_factory=dict)  # rows per Resource Graph table
 
     def skip(self, where: str, why: str) -> None:
         self.skipped.append(f"{where}: {why}")
@@ -85,6 +86,8 @@ def iter_snapshot(path: str | Path, report: LoadReport | None = None) -> Iterato
             for row in _flatten(raw, where, report):
                 yielded += 1
                 report.rows += 1
+                table = table_of(row["type"])
+                report.tables[table] = report.tables.get(table, 0) + 1
                 yield row
         if yielded == 0 and not _is_empty_document(file):
             raise SnapshotError(
