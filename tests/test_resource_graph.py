@@ -20,7 +20,9 @@ from auditors.sources.snapshot import iter_snapshot
 from tools.build_demo import SUB
 
 TOKEN = "eyJ0eXAiOiJKV1QifQ.eyJleHAiOjQxMDI0NDQ4MDB9.c2VjcmV0LXNpZ25hdHVyZQ"  # a fake JWT, never to be logged
-DEMO_ROWS = [r for r in iter_snapshot(demo_path()) if r["type"] != "microsoft.management/managementgroups"]
+# What the collector's queries select from the demo: no management-group rows, no assignments to users.
+DEMO_ROWS = [r for r in iter_snapshot(demo_path()) if r["type"] != "microsoft.management/managementgroups"
+             and (r.get("properties") or {}).get("principalType") != "User"]
 
 
 @pytest.fixture
@@ -311,3 +313,12 @@ def test_a_subscription_batch_that_always_fails_is_reported_and_its_verdicts_are
             assert not involved & failing, finding["Message"]
     unresolved = [f for f in findings if f["Scope"] == "pair" and not f["RegistryId"]]
     assert all("could not be collected everywhere" in f["Message"] for f in unresolved)
+
+
+def test_assignments_to_users_are_not_collected_but_groups_are(emulator):
+    emu = emulator()
+    rows, _ = collect(emu)
+    kinds = {r["properties"]["principalType"] for r in rows["role_assignments"]}
+    assert "User" not in kinds and {"Group", "ServicePrincipal"} <= kinds
+    everything = [r for r in iter_snapshot(demo_path()) if r["type"] == "microsoft.authorization/roleassignments"]
+    assert any(r["properties"]["principalType"] == "User" for r in everything)  # they exist, and are skipped

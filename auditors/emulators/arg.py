@@ -122,6 +122,11 @@ def _row_subscription(row: dict) -> str:
     return str(row.get("subscriptionId") or subscription_of(row["id"])).lower()
 
 
+def _principal_type(row: dict) -> str:
+    properties = row.get("properties")
+    return str(properties.get("principalType") or "").lower() if isinstance(properties, dict) else ""
+
+
 def _authorization_scope(row: dict) -> str:
     """The scope an authorization row lives at: the assignment's scope, or where a definition is defined."""
     scope = (row.get("properties") or {}).get("scope") if row["type"].endswith("roleassignments") else None
@@ -273,8 +278,9 @@ class ResourceGraphEmulator(HttpsEmulator):
         with self._lock:
             cached = self._results.get(fingerprint)
         if cached is None:
+            excluded = set(query.excluded_principal_types)
             cached = [row for kind in query.types for row in self.estate.rows_by_type.get(kind, ())
-                      if request.visible(row, query)]
+                      if request.visible(row, query) and not (excluded and _principal_type(row) in excluded)]
             cached.sort(key=lambda r: norm_id(r["id"]))
             with self._lock:
                 if len(self._results) >= 32:

@@ -17,6 +17,7 @@ _COMMENT = re.compile(r"//[^\n]*")
 _TYPES = re.compile(r"\btype\s*(?:=~|in~)\s*(\([^)]*\)|'[^']*')", re.I)
 _QUOTED = re.compile(r"'([^']*)'")
 _PROJECT = re.compile(r"\|\s*project\s+([^|]+)", re.I)
+_EXCLUDED_PRINCIPALS = re.compile(r"tostring\(properties\.principalType\)\s*!in~\s*\(([^)]*)\)", re.I)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Query:
     table: str
     types: tuple[str, ...]
     columns: tuple[str, ...]
+    excluded_principal_types: tuple[str, ...] = ()  # lower-case; from `principalType) !in~ (...)`
 
     @property
     def authorization(self) -> bool:
@@ -46,7 +48,9 @@ def parse(name: str, text: str) -> Query:
     columns = tuple(c.strip() for c in project.group(1).split(",")) if project else ()
     if not types or "id" not in columns or not re.search(r"\|\s*order\s+by\s+id\b", body, re.I):
         raise ValueError(f"query {name}: must select types, project id and order by id")
-    return Query(name, text, table, types, columns)
+    excluded = _EXCLUDED_PRINCIPALS.search(body)
+    principals = tuple(t.lower() for t in _QUOTED.findall(excluded.group(1))) if excluded else ()
+    return Query(name, text, table, types, columns, principals)
 
 
 @cache
