@@ -124,7 +124,7 @@ class Settings:
         for name in ("findings_stream", "runs_stream"):
             if not _STREAM.fullmatch(getattr(self, name)):
                 problems.append(f"{env[name][0]}: {getattr(self, name)!r} must look like Custom-<TableName>")
-        if self.storage_account_url and not self.storage_account_url.startswith(("https://", "http://127.0.0.1")):
+        if self.storage_account_url and not self.storage_account_url.startswith("https://"):
             problems.append(f"{env['storage_account_url'][0]}: {self.storage_account_url!r} must be an https URL")
         if self.upload_workers < 1 or self.upload_workers > 32:
             problems.append(f"{env['upload_workers'][0]}: {self.upload_workers} must be between 1 and 32")
@@ -150,11 +150,11 @@ class Settings:
             service = BlobServiceClient.from_connection_string(self.storage_connection_string)
             return BlobStore(service.get_container_client(container))
         if self.storage_account_url:
-            from azure.identity import DefaultAzureCredential
             from azure.storage.blob import BlobServiceClient
 
-            service = BlobServiceClient(self.storage_account_url, credential=DefaultAzureCredential(
-                exclude_interactive_browser_credential=True))
+            from auditors.sources.credentials import storage_credential
+
+            service = BlobServiceClient(self.storage_account_url, credential=storage_credential())
             return BlobStore(service.get_container_client(container))
         return LocalStore(Path(self.local_dir) / container)
 

@@ -50,3 +50,51 @@ def azurite(tmp_path_factory):
            f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def azurite_oauth(tmp_path_factory):
+    """Azurite over HTTPS with OAuth: (blob service URL, CA file, a bearer token it accepts). This is the path
+    the deployed app takes (a token credential, no shared key)."""
+    import base64
+    import json
+
+    import trustme
+
+    if not AZURITE.exists() or not shutil.which("node"):
+        if os.environ.get("CI_REQUIRE_AZURITE"):
+            pytest.fail("Azurite is required in CI but node_modules/.bin/azurite-blob is missing")
+        pytest.skip("Azurite is not installed (run `npm ci`)")
+    folder = tmp_path_factory.mktemp("azurite-oauth")
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1", "localhost")
+    certificate.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+    certificate.private_key_pem.write_to_path(str(folder / "key.pem"))
+    authority.cert_pem.write_to_path(str(folder / "ca.pem"))
+    port = _free_port()
+    process = subprocess.Popen(
+        [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(folder / "data"),
+         "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--oauth", "basic",
+         "--cert", str(folder / "cert.pem"), "--key", str(folder / "key.pem")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"Azurite exited: {process.stderr.read().decode()[:500]}")
+            time.sleep(0.2)
+
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    now = int(time.time())
+    token = ".".join([part({"alg": "RS256", "typ": "JWT"}), part({
+        "aud": "https://storage.azure.com", "iss": "https://sts.windows.net/72f988bf-0000-0000-0000-000000000000/",
+        "nbf": now - 60, "iat": now - 60, "exp": now + 3600, "oid": "00000000-0000-0000-0000-0000000000aa"}),
+        "c2lnbmF0dXJl"])
+    yield f"https://127.0.0.1:{port}/devstoreaccount1", str(folder / "ca.pem"), token
+    process.terminate()
+    process.wait(timeout=10)

@@ -44,7 +44,8 @@ NOT_IN_AZURE = {
     "AUDIT_STORAGE_CONNECTION_STRING",
 }
 # Read by the code elsewhere (credentials, requests), never set in Azure: laptop-only static tokens and a custom CA.
-NEVER_SET = {"AZURE_ACCESS_TOKEN", "LOGS_ACCESS_TOKEN", "REQUESTS_CA_BUNDLE", *NOT_IN_AZURE}
+NEVER_SET = {"AZURE_ACCESS_TOKEN", "LOGS_ACCESS_TOKEN", "AUDIT_STORAGE_ACCESS_TOKEN", "REQUESTS_CA_BUNDLE",
+             *NOT_IN_AZURE}
 # Needed by the host and the SDKs besides Settings.ENVIRONMENT.
 RUNTIME_SETTINGS = {
     "AZURE_CLIENT_ID", "AzureWebJobsStorage__accountName", "AzureWebJobsStorage__credential",

@@ -344,3 +344,22 @@ def test_dcr_limiter_holds_requests_and_bytes_per_window():
     assert by_bytes.waited == 0
     by_bytes.acquire(100)
     assert by_bytes.waited > 0
+
+
+def test_evidence_and_spool_through_a_token_credential_over_https(azurite_oauth, monkeypatch, tmp_path):
+    """The deployed app's storage path: account URL + token credential (no shared key), over TLS."""
+    url, ca, token = azurite_oauth
+    monkeypatch.setenv("AUDIT_STORAGE_ACCESS_TOKEN", token)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)
+    settings = Settings(storage_account_url=url, evidence=True, evidence_container="evidence-oauth",
+                        spool_container="spool-oauth", out_dir=str(tmp_path / "out"))
+    outcome = run_audit(settings, demo=True)
+    archive = EvidenceArchive(settings.store(settings.evidence_container))
+    run = archive.find(outcome.record["RunId"])
+    assert run is not None and archive.verify(run) == [] and outcome.record["EvidenceLocation"].startswith(url)
+    spool = Spool(settings.store(settings.spool_container))
+    name = spool.put(FINDINGS_STREAM, [{"RunId": "r"}], "test")
+    assert spool.read(name).rows == [{"RunId": "r"}]
+    monkeypatch.setenv("AUDIT_STORAGE_ACCESS_TOKEN", "not-a-jwt")
+    with pytest.raises(Exception, match=r"(?i)auth|403"):
+        Spool(settings.store("spool-oauth-2")).put(FINDINGS_STREAM, [], "x")  # Azurite checks the token

@@ -57,3 +57,16 @@ def monitor_credential():
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential(exclude_interactive_browser_credential=True)
+
+
+STORAGE_TOKEN_VARIABLE = "AUDIT_STORAGE_ACCESS_TOKEN"
+
+
+def storage_credential():
+    """`AUDIT_STORAGE_ACCESS_TOKEN` (a token for https://storage.azure.com) when set, else DefaultAzureCredential."""
+    token = os.environ.get(STORAGE_TOKEN_VARIABLE, "").strip()
+    if token:
+        return StaticTokenCredential(token)
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(exclude_interactive_browser_credential=True)
