@@ -1,4 +1,8 @@
-"""Command line: `python -m auditors scan | snapshot | rules | emulate arg`."""
+"""acr-pull-auditor: can every AKS cluster pull from the registries it uses, and if not, why.
+
+Commands: scan (demo, snapshot or live), run (what the Functions timer runs), snapshot (capture live data),
+evidence (list, export, verify archived runs), rules (the catalog), emulate (Resource Graph or Logs Ingestion
+emulators on 127.0.0.1)."""
 
 from __future__ import annotations
 
