@@ -199,9 +199,32 @@ def _connect(route: PrivateRoute, inventory: Inventory, endpoint_id: str, endpoi
         route.paths.append(EndpointPath(endpoint_id, endpoint_vnet, node_vnet, "peering"))
     elif state:
         route.blockers.append(f"peering {node_vnet} -> {endpoint_vnet} is {state}, not Connected")
+    elif hub := _hub_between(inventory, node_vnet, endpoint_vnet):
+        route.unknowns.append(f"private endpoint {endpoint_id} is in VNet {endpoint_vnet}, two peering hops from the "
+                              f"node VNet through {hub}; whether traffic transits depends on routes through a firewall "
+                              "or appliance there, which Resource Graph does not show")
+    elif endpoint_vnet not in inventory.vnets:
+        route.unknowns.append(f"endpoint VNet {endpoint_vnet} is not in the snapshot, so a route through a hub "
+                              "cannot be ruled out")
     else:
         route.blockers.append(f"private endpoint {endpoint_id} is in VNet {endpoint_vnet}, which is neither the node "
-                              f"VNet {node_vnet} nor directly peered with it")
+                              f"VNet {node_vnet} nor peered with it, directly or through a shared hub")
+
+
+def _connected_neighbours(inventory: Inventory, vnet_key: str) -> set[str]:
+    vnet = inventory.vnets.get(vnet_key)
+    if vnet is None:
+        return set()
+    return {p.remote_vnet_key for p in vnet.peerings if p.allow_access and p.state.lower() == "connected"}
+
+
+def _hub_between(inventory: Inventory, node_vnet: str, endpoint_vnet: str) -> str | None:
+    """A VNet both are peered with (hub and spoke, or a Virtual WAN hub), seen from either side."""
+    far = _connected_neighbours(inventory, endpoint_vnet)
+    for hub in sorted(_connected_neighbours(inventory, node_vnet)):
+        if hub in far or endpoint_vnet in _connected_neighbours(inventory, hub):
+            return hub
+    return None
 
 
 @dataclass

@@ -188,3 +188,19 @@ def test_dns_fail_message_says_when_the_public_route_is_only_unknown():
     finding = verdict(run(rows, config), DNS, "aks-online-web", "acrcontososhared")
     assert finding.Status == "Fail"
     assert "whether that admits it is unknown" in finding.Message
+
+
+def test_private_endpoint_two_peering_hops_away_is_unknown_not_fail():
+    rows = demo_rows()
+    hub = row(rows, "vnet-hub-weu")
+    shared = {**row(rows, "vnet-payments"), "name": "vnet-shared-services"}
+    shared["id"] = shared["id"].replace("vnet-payments", "vnet-shared-services")
+    shared["properties"] = {**shared["properties"], "subnets": [{
+        "id": shared["id"] + "/subnets/snet-pe", "name": "snet-pe", "properties": {"addressPrefix": "10.9.0.0/24"}}]}
+    rows.append(shared)  # a spoke for private endpoints, peered with the hub only
+    hub["properties"]["virtualNetworkPeerings"].append({"name": "to-shared", "properties": {
+        "remoteVirtualNetwork": {"id": shared["id"]}, "peeringState": "Connected", "allowVirtualNetworkAccess": True}})
+    row(rows, "pe-acrcontososhared")["properties"]["subnet"]["id"] = shared["id"] + "/subnets/snet-pe"
+    finding = verdict(run(rows), ROUTE, "aks-payments-prod", "acrcontososhared")
+    assert finding.Status == "Unknown"
+    assert "two peering hops" in finding.Message and "vnet-hub-weu" in finding.Message
