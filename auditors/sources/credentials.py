@@ -36,37 +36,31 @@ class StaticTokenCredential:
         return "StaticTokenCredential(<redacted>)"
 
 
-def arm_credential():
-    """`AZURE_ACCESS_TOKEN` when set, else DefaultAzureCredential (managed identity in Azure, az login locally)."""
-    token = os.environ.get(TOKEN_VARIABLE, "").strip()
-    if token:
-        return StaticTokenCredential(token)
-    from azure.identity import DefaultAzureCredential
-
-    return DefaultAzureCredential(exclude_interactive_browser_credential=True)
-
-
 MONITOR_TOKEN_VARIABLE = "LOGS_ACCESS_TOKEN"
-
-
-def monitor_credential():
-    """`LOGS_ACCESS_TOKEN` (a token for https://monitor.azure.com) when set, else DefaultAzureCredential."""
-    token = os.environ.get(MONITOR_TOKEN_VARIABLE, "").strip()
-    if token:
-        return StaticTokenCredential(token)
-    from azure.identity import DefaultAzureCredential
-
-    return DefaultAzureCredential(exclude_interactive_browser_credential=True)
-
-
 STORAGE_TOKEN_VARIABLE = "AUDIT_STORAGE_ACCESS_TOKEN"
 
 
-def storage_credential():
-    """`AUDIT_STORAGE_ACCESS_TOKEN` (a token for https://storage.azure.com) when set, else DefaultAzureCredential."""
-    token = os.environ.get(STORAGE_TOKEN_VARIABLE, "").strip()
+def _credential(token_variable: str):
+    """A pre-acquired token from `token_variable` when set, else DefaultAzureCredential (managed identity in
+    Azure, `az login` on a laptop)."""
+    token = os.environ.get(token_variable, "").strip()
     if token:
         return StaticTokenCredential(token)
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential(exclude_interactive_browser_credential=True)
+
+
+def arm_credential():
+    """For Resource Manager (Resource Graph): `AZURE_ACCESS_TOKEN` or DefaultAzureCredential."""
+    return _credential(TOKEN_VARIABLE)
+
+
+def monitor_credential():
+    """For the Logs Ingestion API (https://monitor.azure.com): `LOGS_ACCESS_TOKEN` or DefaultAzureCredential."""
+    return _credential(MONITOR_TOKEN_VARIABLE)
+
+
+def storage_credential():
+    """For Blob Storage (https://storage.azure.com): `AUDIT_STORAGE_ACCESS_TOKEN` or DefaultAzureCredential."""
+    return _credential(STORAGE_TOKEN_VARIABLE)
