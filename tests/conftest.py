@@ -20,36 +20,43 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def azurite(tmp_path_factory):
-    """Connection string of a running Azurite blob service; skipped where Azurite is not installed
-    (`npm ci`), except in CI, which requires it."""
+def _start_azurite(workspace: Path, *extra: str) -> tuple[subprocess.Popen, int]:
+    """Start Azurite's blob service on a free 127.0.0.1 port and wait until it accepts connections; skipped
+    where Azurite is not installed (`npm ci`), except in CI, which requires it."""
     if not AZURITE.exists() or not shutil.which("node"):
         if os.environ.get("CI_REQUIRE_AZURITE"):
             pytest.fail("Azurite is required in CI but node_modules/.bin/azurite-blob is missing")
         pytest.skip("Azurite is not installed (run `npm ci`)")
     port = _free_port()
-    workspace = tmp_path_factory.mktemp("azurite")
     process = subprocess.Popen(
         [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(workspace),
-         "--silent", "--skipApiVersionCheck", "--disableTelemetry"],
+         "--silent", "--skipApiVersionCheck", "--disableTelemetry", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
+            return process, port
         except OSError:
             if process.poll() is not None:
                 pytest.fail(f"Azurite exited: {process.stderr.read().decode()[:500]}")
             time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail("Azurite did not start within 30 s")
-    yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};"
-           f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
+    process.kill()
+    pytest.fail("Azurite did not start within 30 s")
+
+
+def _stop(process: subprocess.Popen) -> None:
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """Connection string of a running Azurite blob service (shared key, plain HTTP)."""
+    process, port = _start_azurite(tmp_path_factory.mktemp("azurite"))
+    yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};"
+           f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
+    _stop(process)
 
 
 @pytest.fixture(scope="session")
@@ -61,31 +68,14 @@ def azurite_oauth(tmp_path_factory):
 
     import trustme
 
-    if not AZURITE.exists() or not shutil.which("node"):
-        if os.environ.get("CI_REQUIRE_AZURITE"):
-            pytest.fail("Azurite is required in CI but node_modules/.bin/azurite-blob is missing")
-        pytest.skip("Azurite is not installed (run `npm ci`)")
     folder = tmp_path_factory.mktemp("azurite-oauth")
     authority = trustme.CA()
     certificate = authority.issue_cert("127.0.0.1", "localhost")
     certificate.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
     certificate.private_key_pem.write_to_path(str(folder / "key.pem"))
     authority.cert_pem.write_to_path(str(folder / "ca.pem"))
-    port = _free_port()
-    process = subprocess.Popen(
-        [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(folder / "data"),
-         "--silent", "--skipApiVersionCheck", "--disableTelemetry", "--oauth", "basic",
-         "--cert", str(folder / "cert.pem"), "--key", str(folder / "key.pem")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"Azurite exited: {process.stderr.read().decode()[:500]}")
-            time.sleep(0.2)
+    process, port = _start_azurite(folder / "data", "--oauth", "basic", "--cert", str(folder / "cert.pem"),
+                                   "--key", str(folder / "key.pem"))
 
     def part(data: dict) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
@@ -96,5 +86,4 @@ def azurite_oauth(tmp_path_factory):
         "nbf": now - 60, "iat": now - 60, "exp": now + 3600, "oid": "00000000-0000-0000-0000-0000000000aa"}),
         "c2lnbmF0dXJl"])
     yield f"https://127.0.0.1:{port}/devstoreaccount1", str(folder / "ca.pem"), token
-    process.terminate()
-    process.wait(timeout=10)
+    _stop(process)
