@@ -81,7 +81,7 @@ class Evaluator:
         for rule in self.rules[Scope.CLUSTER]:
             yield self._finding(rule, _check(rule, ctx, subscriptions), cluster=cluster, principal=principal,
                                 resource_ids=[cluster.id])
-        pairs = pairs_for_cluster(cluster, self.inventory, self.config, self.env.roles)
+        pairs = pairs_for_cluster(cluster, self.inventory, self.config, self.env.roles, principal)
         if not pairs:
             self.unpaired_clusters += 1
         for pair in pairs:
@@ -102,7 +102,7 @@ class Evaluator:
                 yield self._finding(rule, result, cluster=ctx.cluster, principal=principal, source=source,
                                     resource_ids=ids, declared=pair.declared)
             return
-        pair_ctx = PairContext(ctx, registry, pair.sources)
+        pair_ctx = PairContext(ctx, registry)
         subscriptions = {ctx.cluster.subscription_id, registry.subscription_id}
         for rule in self.rules[Scope.PAIR]:
             yield self._finding(rule, _check(rule, pair_ctx, subscriptions), cluster=ctx.cluster, registry=registry,

@@ -185,8 +185,10 @@ def resolve_registry(token: str, inventory: Inventory) -> tuple[list[str], str]:
     return list(keys), ""
 
 
-def pairs_for_cluster(cluster: Cluster, inventory: Inventory, config: PairsConfig, roles: RoleResolver) -> list[Pair]:
-    """The cluster's pairs, each with every source that declared or implied it."""
+def pairs_for_cluster(cluster: Cluster, inventory: Inventory, config: PairsConfig, roles: RoleResolver,
+                      principal: str | None = None) -> list[Pair]:
+    """The cluster's pairs, each with every source that declared or implied it. `principal` is the cluster's
+    pull principal when the caller already resolved it."""
     found: dict[str, Pair] = {}
 
     def add(key: str, registry_key: str, declared: str, source: str, problem: str = "") -> None:
@@ -211,7 +213,8 @@ def pairs_for_cluster(cluster: Cluster, inventory: Inventory, config: PairsConfi
         if selector.matches(cluster):
             for token in selector.registries:
                 declare(token, SOURCE_FILE)
-    principal = pull_principal(cluster, inventory, config.principals).object_id
+    if principal is None:
+        principal = pull_principal(cluster, inventory, config.principals).object_id
     for assignment in inventory.assignments_by_principal.get(principal, ()) if principal else ():
         if not roles.grants_in_any_mode(assignment.role_guid):
             continue

@@ -60,11 +60,10 @@ class RegistryContext:
 
 
 class PairContext:
-    def __init__(self, cluster: ClusterContext, registry: Registry, sources: list[str]) -> None:
+    def __init__(self, cluster: ClusterContext, registry: Registry) -> None:
         self.cluster_ctx = cluster
         self.cluster = cluster.cluster
         self.registry = registry
-        self.sources = sources
         self.env = cluster.env
 
     @property
