@@ -161,6 +161,7 @@ class PrivateEndpointConnection:
 
 @dataclass(slots=True)
 class Registry(Resource):
+    has_properties: bool = False
     sku: str = ""
     login_server: str = ""
     admin_user_enabled: bool | None = None
@@ -181,6 +182,7 @@ class Registry(Resource):
         props = row.get("properties") if isinstance(row.get("properties"), dict) else {}
         return cls(
             **_resource_fields(row),
+            has_properties=bool(props),
             sku=_text(dig(row, "sku", "name")) or _text(dig(row, "sku", "tier")),
             login_server=_text(dig(props, "loginServer")).lower(),
             admin_user_enabled=_bool_or_none(dig(props, "adminUserEnabled")),

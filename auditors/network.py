@@ -117,6 +117,8 @@ def ip_in_rules(address: str, rules: list[str]) -> bool:
 
 
 def public_route(registry: Registry, egress: Egress) -> PublicRoute:
+    if not registry.has_properties:
+        return PublicRoute(UNKNOWN, "the registry row carries no properties, so its network settings are unknown")
     if not registry.sku:
         return PublicRoute(UNKNOWN, "the registry row has no SKU, and network rules apply only to Premium")
     if not registry.is_premium:

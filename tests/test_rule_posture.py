@@ -155,3 +155,13 @@ def test_firewall_that_allows_every_address_is_open():
         {"action": "Allow", "value": "0.0.0.0/0"})
     finding = verdict(run(rows), "AKS-ACR-011", "acrcontosoedge")
     assert finding.Status == "Fail" and "0.0.0.0/0" in finding.Message
+
+
+def test_registry_row_without_properties_is_unknown_not_defaulted():
+    rows = demo_rows()
+    row(rows, "acrcontosoedge")["properties"] = None
+    findings = run(rows)
+    for rule in ("AKS-ACR-007", "AKS-ACR-009", "AKS-ACR-011"):
+        assert verdict(findings, rule, "acrcontosoedge").Status == "Unknown", rule
+    route = verdict(findings, "AKS-ACR-003", "aks-web-eastus", "acrcontosoedge")
+    assert route.Status == "Unknown" and "no properties" in route.Message

@@ -15,6 +15,13 @@ def _default_note(value: bool | None, prop: str) -> dict:
     return {prop: value}
 
 
+def _without_properties(ctx: RegistryContext) -> Result | None:
+    """Defaults stand in for absent properties only when the row has properties at all."""
+    if ctx.registry.has_properties:
+        return None
+    return unknown("The registry row carries no properties, so its settings cannot be read.")
+
+
 @rule(RuleMeta(
     id="AKS-ACR-007",
     title="Registry admin user is disabled",
@@ -30,6 +37,8 @@ def _default_note(value: bool | None, prop: str) -> dict:
     links=(f"{DOCS}/container-registry-authentication#admin-account",),
 ))
 def admin_user_disabled(ctx: RegistryContext) -> Result:
+    if sparse := _without_properties(ctx):
+        return sparse
     value = ctx.registry.admin_user_enabled
     evidence = _default_note(value, "adminUserEnabled")
     if value:
@@ -50,6 +59,8 @@ def admin_user_disabled(ctx: RegistryContext) -> Result:
     links=(f"{DOCS}/anonymous-pull-access",),
 ))
 def anonymous_pull_disabled(ctx: RegistryContext) -> Result:
+    if sparse := _without_properties(ctx):
+        return sparse
     registry = ctx.registry
     value = registry.anonymous_pull_enabled
     evidence = {**_default_note(value, "anonymousPullEnabled"), "sku": registry.sku or None}
@@ -80,6 +91,8 @@ def anonymous_pull_disabled(ctx: RegistryContext) -> Result:
     links=(f"{DOCS}/container-registry-access-selected-networks", f"{DOCS}/container-registry-private-link"),
 ))
 def not_open_to_every_network(ctx: RegistryContext) -> Result:
+    if sparse := _without_properties(ctx):
+        return sparse
     registry = ctx.registry
     evidence = {"sku": registry.sku or None, "publicNetworkAccess": registry.public_network_access or None,
                 "defaultAction": registry.default_action or None, "ipRules": registry.ip_rules}
