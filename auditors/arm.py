@@ -111,3 +111,13 @@ def type_from_id(resource_id: str) -> str:
     if len(tail) < 3:
         return ""
     return "/".join([tail[0], *tail[1::2]])
+
+
+def management_group_chain(properties: Any) -> list[str] | None:
+    """Management-group names above a subscription, nearest parent first, from a subscription row's
+    `properties.managementGroupAncestorsChain` (lower-cased); None when the row does not carry the chain."""
+    chain = properties.get("managementGroupAncestorsChain") if isinstance(properties, dict) else None
+    if not isinstance(chain, list):
+        return None
+    names = [m.get("name") for m in chain if isinstance(m, dict)]
+    return [n.lower() for n in names if isinstance(n, str) and n]

@@ -7,19 +7,15 @@ emulators on 127.0.0.1)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from auditors import __version__
 from auditors.report import render
 from auditors.rules import RESERVED, Severity, Status, catalog
-from auditors.scan import capture_snapshot, demo_path
-from auditors.sources.snapshot import SnapshotError
+from auditors.scan import capture_snapshot
 
 EXIT_OK, EXIT_FAIL_ON, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_FAILED = 0, 1, 2, 3, 4
 
@@ -38,14 +34,6 @@ def _date(text: str):
         return date.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from exc
-
-
-def _quota(text: str) -> tuple[int, float]:
-    try:
-        count, seconds = text.split("/")
-        return int(count), float(seconds)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--quota {text!r}: use REQUESTS/SECONDS, e.g. 15/5") from exc
 
 
 def _add_collection_options(parser: argparse.ArgumentParser) -> None:
@@ -104,40 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     rules = commands.add_parser("rules", help="list the rule catalog")
     rules.add_argument("--json", action="store_true", help="print the catalog as JSON")
 
-    emulate = commands.add_parser("emulate", help="local HTTPS emulators of Azure services")
-    services = emulate.add_subparsers(dest="service", required=True)
-    arg = services.add_parser("arg", help="Azure Resource Graph serving a snapshot on 127.0.0.1")
-    arg_source = arg.add_mutually_exclusive_group(required=True)
-    arg_source.add_argument("--snapshot", metavar="PATH")
-    arg_source.add_argument("--demo", action="store_true", help="serve the embedded demo estate")
-    arg.add_argument("--port", type=int, default=0, help="port (default: any free port, printed)")
-    arg.add_argument("--page-size", type=int, default=1000, help="largest page served (forces paging)")
-    arg.add_argument("--quota", type=_quota, default=(15, 5.0), metavar="N/SECONDS",
-                     help="per-principal quota window (default 15/5)")
-    arg.add_argument("--ca-out", metavar="FILE", help="write the emulator's CA certificate (PEM) here")
-    arg.add_argument("--subscription-limit", type=int, default=10_000,
-                     help="subscriptions a tenant/MG-scope query may cover (default 10000)")
-    arg.add_argument("--fail", type=int, default=0, metavar="N", help="answer the first N requests with --fail-status")
-    arg.add_argument("--fail-status", type=int, default=500)
-    arg.add_argument("--throttle", type=int, default=0, metavar="N", help="answer the first N requests with 429")
-    arg.add_argument("--reset", type=int, default=0, metavar="N", help="drop the connection of the first N requests")
-    arg.add_argument("--fail-subscription", action="append", default=[], metavar="ID",
-                     help="always fail requests naming this subscription; repeatable")
-    arg.add_argument("--truncate", action="append", default=[], metavar="QUERY",
-                     help="answer this query (file stem) with resultTruncated; repeatable")
-    arg.add_argument("--fail-query", action="append", default=[], metavar="QUERY",
-                     help="always fail this query (file stem); repeatable")
-
-    ingest = services.add_parser("ingestion", help="Azure Monitor Logs Ingestion API on 127.0.0.1")
-    ingest.add_argument("--port", type=int, default=0, help="port (default: any free port, printed)")
-    ingest.add_argument("--ca-out", metavar="FILE", help="write the emulator's CA certificate (PEM) here")
-    ingest.add_argument("--store", metavar="FILE", help="append accepted rows here (JSON Lines)")
-    ingest.add_argument("--dcr", default="dcr-" + "0" * 32, help="immutable id of the emulated DCR")
-    ingest.add_argument("--schema", metavar="FILE", help="stream declarations (default: the package's tables file)")
-    ingest.add_argument("--fail", action="append", default=[], metavar="KIND:N",
-                        help="429:N, 503:N or reset:N for the first N requests, or KIND:0.1 for a share; repeatable")
-    ingest.add_argument("--fail-stream", action="append", default=[], metavar="STREAM[:STATUS]",
-                        help="always fail this stream (default status 500); repeatable")
+    commands.add_parser("emulate", help="local HTTPS emulators of Azure services (python -m auditors emulate -h)",
+                        add_help=False, prefix_chars="\0")
     return parser
 
 
@@ -309,51 +265,25 @@ def _snapshot(args: argparse.Namespace) -> int:
     return EXIT_INCOMPLETE if manifest["coverage"]["gaps"] else EXIT_OK
 
 
-def _emulate(args: argparse.Namespace) -> int:
+def _emulate(argv: list[str]) -> int:
     try:
-        emulator = _arg_emulator(args) if args.service == "arg" else _ingestion_emulator(args)
-    except (SnapshotError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from emulators.cli import main as emulate
+    except ImportError as exc:
+        print(f"error: the emulators are not installed ({exc.name} is missing): "
+              "pip install 'acr-pull-auditor[emulators]'", file=sys.stderr)
         return EXIT_BAD_INPUT
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with emulator:
-        name = "Resource Graph" if args.service == "arg" else "Logs Ingestion"
-        print(f"{name} emulator on {emulator.endpoint} (CA: {emulator.ca_path or 'not written'}); Ctrl-C to stop",
-              flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
-    print(json.dumps({"emulator": args.service, **emulator.stats.as_dict()}), flush=True)
-    return EXIT_OK
-
-
-def _arg_emulator(args: argparse.Namespace):
-    from auditors.emulators.arg import Faults, ResourceGraphEmulator
-
-    faults = Faults(fail_first=args.fail, fail_status=args.fail_status, throttle_first=args.throttle,
-                    reset_first=args.reset, fail_subscriptions={s.lower() for s in args.fail_subscription},
-                    truncate_queries=set(args.truncate), fail_queries=set(args.fail_query))
-    return ResourceGraphEmulator(demo_path() if args.demo else args.snapshot, page_size=args.page_size,
-                                 quota=args.quota, faults=faults, ca_out=args.ca_out, port=args.port,
-                                 subscription_limit=args.subscription_limit)
-
-
-def _ingestion_emulator(args: argparse.Namespace):
-    from auditors.emulators.ingestion import IngestionFaults, LogsIngestionEmulator
-
-    extra = {"schema": args.schema} if args.schema else {}
-    return LogsIngestionEmulator(dcr_id=args.dcr, store=args.store, faults=IngestionFaults.parse(
-        args.fail, args.fail_stream), ca_out=args.ca_out, port=args.port, **extra)
+    return emulate(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["emulate"]:
+        return _emulate(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "rules":
         return _rules(args.json)
     if args.command == "snapshot":
         return _snapshot(args)
-    if args.command == "emulate":
-        return _emulate(args)
     if args.command == "run":
         return _run(args)
     if args.command == "evidence":

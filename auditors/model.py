@@ -19,6 +19,7 @@ from auditors.arm import (
     as_list,
     dig,
     last_segment,
+    management_group_chain,
     management_group_scope,
     norm_id,
     norm_location,
@@ -451,13 +452,9 @@ class Inventory:
         sub = (_text(row.get("subscriptionId")) or subscription_of(row["id"])).lower()
         if not sub:
             return
-        chain = dig(row, "properties", "managementGroupAncestorsChain")
+        chain = management_group_chain(row.get("properties"))
         self.subscriptions[sub] = SubscriptionInfo(
-            id=sub,
-            name=_text(row.get("name")),
-            ancestors=[_text(dig(m, "name")).lower() for m in as_list(chain) if _text(dig(m, "name"))],
-            has_ancestry=isinstance(chain, list) and len(chain) > 0,
-        )
+            id=sub, name=_text(row.get("name")), ancestors=chain or [], has_ancestry=bool(chain))
 
     def _add_vnet(self, row: dict) -> None:
         key = norm_id(row["id"])

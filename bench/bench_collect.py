@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synth_estate import generate
 
-from auditors.emulators.arg import ResourceGraphEmulator
 from auditors.scan import demo_path
 from auditors.sources.credentials import StaticTokenCredential
 from auditors.sources.resource_graph import ResourceGraphCollector
+from emulators.arg import ResourceGraphEmulator
 
 
 def main() -> int:

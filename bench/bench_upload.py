@@ -19,13 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from auditors.emulators.ingestion import LogsIngestionEmulator
 from auditors.scan import demo_path, run_scan
 from auditors.sinks.log_analytics import LogAnalyticsSink
 from auditors.sinks.spool import Spool
 from auditors.sinks.store import LocalStore
 from auditors.sinks.tables import FINDINGS_STREAM
 from auditors.sources.credentials import StaticTokenCredential
+from emulators.ingestion import LogsIngestionEmulator
 
 
 def main() -> int:

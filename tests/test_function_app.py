@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from azure.functions.timer import TimerRequest
 
-from auditors.emulators.arg import ResourceGraphEmulator
-from auditors.emulators.ingestion import LogsIngestionEmulator
 from auditors.scan import demo_path
 from auditors.settings import Settings, valid_schedule
 from auditors.sinks.evidence import EvidenceArchive
 from auditors.sinks.tables import FINDINGS_STREAM, RUNS_STREAM
+from emulators.arg import ResourceGraphEmulator
+from emulators.ingestion import LogsIngestionEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 DCR = "dcr-" + "cd" * 16

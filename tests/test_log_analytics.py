@@ -7,7 +7,6 @@ import uuid
 
 import pytest
 
-from auditors.emulators.ingestion import IngestionFaults, LogsIngestionEmulator
 from auditors.findings import FINDING_FIELDS
 from auditors.run import FAILED, SUCCEEDED, run_audit
 from auditors.settings import Settings, SettingsError
@@ -23,6 +22,7 @@ from auditors.sinks.tables import (
     render,
 )
 from auditors.sources.credentials import StaticTokenCredential
+from emulators.ingestion import IngestionFaults, LogsIngestionEmulator
 
 DCR = "dcr-" + "ab" * 16
 

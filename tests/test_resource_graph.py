@@ -11,12 +11,12 @@ from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
 from auditors.arm import subscription_of
-from auditors.emulators.arg import Faults, ResourceGraphEmulator
 from auditors.scan import capture_snapshot, demo_path, run_scan
 from auditors.sources.credentials import StaticTokenCredential
 from auditors.sources.kql import collector_queries
 from auditors.sources.resource_graph import CollectionScope, ResourceGraphCollector
 from auditors.sources.snapshot import iter_snapshot
+from emulators.arg import Faults, ResourceGraphEmulator
 from tools.build_demo import SUB
 
 TOKEN = "eyJ0eXAiOiJKV1QifQ.eyJleHAiOjQxMDI0NDQ4MDB9.c2VjcmV0LXNpZ25hdHVyZQ"  # a fake JWT, never to be logged

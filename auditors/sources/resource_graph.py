@@ -36,7 +36,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from auditors.arm import norm_id
+from auditors.arm import management_group_chain, norm_id
 from auditors.model import Gap
 from auditors.sources.kql import Query, collector_queries
 
@@ -302,8 +302,7 @@ class ResourceGraphCollector:
         def keep_subscriptions(query: Query, rows: list[dict]) -> None:
             for row in rows:
                 sub = str(row.get("subscriptionId") or "").lower()
-                chain = (row.get("properties") or {}).get("managementGroupAncestorsChain") or []
-                subscriptions[sub] = [str(m.get("name", "")).lower() for m in chain if isinstance(m, dict)]
+                subscriptions[sub] = management_group_chain(row.get("properties")) or []
             sink(query, rows)
 
         self._run(self._plan_subscriptions(queries["subscriptions"]), keep_subscriptions, coverage)

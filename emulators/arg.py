@@ -15,6 +15,7 @@ what is at and below the group (or at and above it with `authorizationScopeFilte
 
 from __future__ import annotations
 
+import argparse
 import base64
 import gc
 import hashlib
@@ -23,13 +24,14 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from auditors.arm import MG_PREFIX, norm_id, subscription_of
-from auditors.emulators.server import HttpsEmulator, JsonHandler, error_body
+from auditors.arm import MG_PREFIX, management_group_chain, norm_id, subscription_of
 from auditors.sources.kql import Query, collector_queries, normalise
-from auditors.sources.snapshot import iter_snapshot
+from emulators.rows import read_rows, row_type
+from emulators.server import HttpsEmulator, JsonHandler, error_body
 
 RESOURCES_PATH = "/providers/microsoft.resourcegraph/resources"
 MAX_TOP = 1000
@@ -99,10 +101,12 @@ class Estate:
         self.ancestors: dict[str, list[str]] = {}  # subscription -> management groups, nearest first
         self.mg_ancestors: dict[str, list[str]] = {}  # management group -> its ancestors, nearest first
         for row in rows:
-            self.rows_by_type[row["type"]].append(row)
-            if row["type"] == "microsoft.resources/subscriptions":
-                chain = [str(m.get("name", "")).lower() for m in (row.get("properties") or {}).get(
-                    "managementGroupAncestorsChain") or [] if isinstance(m, dict)]
+            if not isinstance(row.get("id"), str):
+                continue
+            kind = row_type(row)
+            self.rows_by_type[kind].append(row)
+            if kind == "microsoft.resources/subscriptions":
+                chain = management_group_chain(row.get("properties")) or []
                 sub = (row.get("subscriptionId") or subscription_of(row["id"])).lower()
                 self.ancestors[sub] = chain
                 for index, mg in enumerate(chain):
@@ -129,7 +133,8 @@ def _principal_type(row: dict) -> str:
 
 def _authorization_scope(row: dict) -> str:
     """The scope an authorization row lives at: the assignment's scope, or where a definition is defined."""
-    scope = (row.get("properties") or {}).get("scope") if row["type"].endswith("roleassignments") else None
+    properties = row.get("properties") if isinstance(row.get("properties"), dict) else {}
+    scope = properties.get("scope") if row_type(row).endswith("roleassignments") else None
     if isinstance(scope, str) and scope:
         return norm_id(scope)
     key = norm_id(row["id"])
@@ -191,7 +196,7 @@ class Request:
         below = (sub in self.visible_subscriptions) if sub else (
             scope.startswith(MG_PREFIX) and (scope[len(MG_PREFIX):] in groups or any(
                 g in self.estate.mg_ancestors.get(scope[len(MG_PREFIX):], []) for g in groups)))
-        if row["type"].endswith("roledefinitions") and scope == "/":
+        if row_type(row).endswith("roledefinitions") and scope == "/":
             below = True  # built-in role definitions are visible to management-group queries
         above = scope == "/" or (scope.startswith(MG_PREFIX) and scope[len(MG_PREFIX):] in (
             groups | {a for g in groups for a in self.estate.mg_ancestors.get(g, [])}))
@@ -207,7 +212,7 @@ class ResourceGraphEmulator(HttpsEmulator):
                  quota: tuple[int, float] = (15, 5.0),
                  faults: Faults | None = None, ca_out: str | Path | None = None, port: int = 0,
                  subscription_limit: int = 10_000) -> None:
-        rows = snapshot if isinstance(snapshot, list) else list(iter_snapshot(snapshot))
+        rows = snapshot if isinstance(snapshot, list) else list(read_rows(snapshot))
         self.estate = Estate(rows)
         gc.freeze()  # millions of long-lived rows: keep the cyclic collector from rescanning them on every page
         self.page_size = max(1, min(page_size, MAX_TOP))
@@ -370,3 +375,45 @@ class _Handler(JsonHandler):
 
 
 ResourceGraphEmulator.handler = _Handler
+
+
+SERVICE, HELP = "arg", "Azure Resource Graph serving a snapshot on 127.0.0.1"
+
+
+def _quota(text: str) -> tuple[int, float]:
+    try:
+        count, seconds = text.split("/")
+        return int(count), float(seconds)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--quota {text!r}: use REQUESTS/SECONDS, e.g. 15/5") from exc
+
+
+def add_arguments(parser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--snapshot", metavar="PATH")
+    source.add_argument("--demo", action="store_true", help="serve the embedded demo estate")
+    parser.add_argument("--page-size", type=int, default=1000, help="largest page served (forces paging)")
+    parser.add_argument("--quota", type=_quota, default=(15, 5.0), metavar="N/SECONDS",
+                        help="per-principal quota window (default 15/5)")
+    parser.add_argument("--subscription-limit", type=int, default=10_000,
+                        help="subscriptions a tenant/MG-scope query may cover (default 10000)")
+    parser.add_argument("--fail", type=int, default=0, metavar="N",
+                        help="answer the first N requests with --fail-status")
+    parser.add_argument("--fail-status", type=int, default=500)
+    parser.add_argument("--throttle", type=int, default=0, metavar="N", help="answer the first N requests with 429")
+    parser.add_argument("--reset", type=int, default=0, metavar="N", help="drop the connection of the first N requests")
+    parser.add_argument("--fail-subscription", action="append", default=[], metavar="ID",
+                        help="always fail requests naming this subscription; repeatable")
+    parser.add_argument("--truncate", action="append", default=[], metavar="QUERY",
+                        help="answer this query (file stem) with resultTruncated; repeatable")
+    parser.add_argument("--fail-query", action="append", default=[], metavar="QUERY",
+                        help="always fail this query (file stem); repeatable")
+
+
+def build(args) -> ResourceGraphEmulator:
+    faults = Faults(fail_first=args.fail, fail_status=args.fail_status, throttle_first=args.throttle,
+                    reset_first=args.reset, fail_subscriptions={s.lower() for s in args.fail_subscription},
+                    truncate_queries=set(args.truncate), fail_queries=set(args.fail_query))
+    snapshot = Path(str(resources.files("auditors") / "demo")) if args.demo else args.snapshot
+    return ResourceGraphEmulator(snapshot, page_size=args.page_size, quota=args.quota, faults=faults,
+                                 ca_out=args.ca_out, port=args.port, subscription_limit=args.subscription_limit)

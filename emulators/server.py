@@ -10,7 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from auditors.emulators.tls import server_context
+from emulators.tls import server_context
 
 
 def error_body(code: str, message: str) -> dict:

@@ -17,11 +17,20 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from auditors.emulators.server import HttpsEmulator, JsonHandler, error_body
-from auditors.sinks.tables import TABLES_FILE, load_stream_declarations
+from emulators.server import HttpsEmulator, JsonHandler, error_body
+
+# The schema file the auditor generates and the infrastructure deploys: the contract this emulator enforces.
+TABLES_FILE = Path(str(resources.files("auditors.sinks") / "log_analytics_tables.json"))
+
+
+def load_stream_declarations(path: str | Path = TABLES_FILE) -> dict[str, dict[str, str]]:
+    """Stream name -> {column: type}, as a data collection rule declares them."""
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    return {t["stream"]: {c["name"]: c["type"] for c in t["columns"]} for t in document["tables"]}
 
 MAX_BODY = 1024 * 1024
 _PATH = re.compile(r"^/dataCollectionRules/([^/]+)/streams/([^/?]+)$")
@@ -226,3 +235,22 @@ class _Handler(JsonHandler):
 
 
 LogsIngestionEmulator.handler = _Handler
+
+
+SERVICE, HELP = "ingestion", "Azure Monitor Logs Ingestion API on 127.0.0.1"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--store", metavar="FILE", help="append accepted rows here (JSON Lines)")
+    parser.add_argument("--dcr", default="dcr-" + "0" * 32, help="immutable id of the emulated DCR")
+    parser.add_argument("--schema", metavar="FILE", help="stream declarations (default: the package's tables file)")
+    parser.add_argument("--fail", action="append", default=[], metavar="KIND:N",
+                        help="429:N, 503:N or reset:N for the first N requests, or KIND:0.1 for a share; repeatable")
+    parser.add_argument("--fail-stream", action="append", default=[], metavar="STREAM[:STATUS]",
+                        help="always fail this stream (default status 500); repeatable")
+
+
+def build(args) -> LogsIngestionEmulator:
+    extra = {"schema": args.schema} if args.schema else {}
+    return LogsIngestionEmulator(dcr_id=args.dcr, store=args.store, faults=IngestionFaults.parse(
+        args.fail, args.fail_stream), ca_out=args.ca_out, port=args.port, **extra)
