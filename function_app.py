@@ -9,7 +9,7 @@ app = func.FunctionApp()
 
 @app.timer_trigger(schedule="%AUDIT_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def acr_pull_audit(timer: func.TimerRequest) -> None:
-    from auditors.run import timer_run  # imported per run: nothing is built when the host loads the app
+    from auditors.pipeline import timer_run  # imported per run: nothing is built when the host loads the app
 
     log = logging.getLogger("acr_pull_auditor")
     if timer.past_due:

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 ROOT_SCOPE = "/"
+PUBLIC_ARM_ENDPOINT = "https://management.azure.com"
 MG_PREFIX = "/providers/microsoft.management/managementgroups/"
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _ROLE_DEF_GUID = re.compile(r"/roledefinitions/([0-9a-f-]{36})", re.I)

@@ -1,26 +1,24 @@
 """acr-pull-auditor: can every AKS cluster pull from the registries it uses, and if not, why.
 
 Commands: scan (demo, snapshot or live), run (what the Functions timer runs), snapshot (capture live data),
-evidence (list, export, verify archived runs), rules (the catalog), emulate (Resource Graph or Logs Ingestion
-emulators on 127.0.0.1)."""
+evidence (list, export, verify archived runs), rules (the catalog), emulate (local emulators of the Azure
+services, on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from auditors import __version__
-from auditors.report import render
-from auditors.rules import RESERVED, Severity, Status, catalog
-from auditors.scan import capture_snapshot
 
 EXIT_OK, EXIT_FAIL_ON, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_FAILED = 0, 1, 2, 3, 4
 
 
-def _severity(text: str) -> Severity:
+def _severity(text: str):
+    from auditors.rules import Severity
+
     try:
         return Severity.parse(text)
     except ValueError as exc:
@@ -36,14 +34,30 @@ def _date(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from exc
 
 
+def _bounded(low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
+
+
 def _add_collection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("live collection (Azure Resource Graph)")
     group.add_argument("--scope", action="append", metavar="SCOPE",
-                       help="tenant (default), mg:NAME or sub:SUBSCRIPTION-ID; repeatable")
-    group.add_argument("--arm-endpoint", default=os.environ.get("AZURE_ARM_ENDPOINT", "https://management.azure.com"),
-                       help="Resource Manager endpoint (sovereign clouds: e.g. https://management.usgovcloudapi.net)")
-    group.add_argument("--page-size", type=int, default=1000, help="rows per Resource Graph page (1-1000)")
-    group.add_argument("--concurrency", type=int, default=4, help="queries in flight at most (within the quota)")
+                       help="tenant (default), mg:NAME or sub:SUBSCRIPTION-ID; repeatable (AUDIT_SCOPE)")
+    group.add_argument("--arm-endpoint", metavar="URL",
+                       help="Resource Manager endpoint for sovereign clouds, e.g. https://management.usgovcloudapi.net "
+                            "(AZURE_ARM_ENDPOINT; default the public cloud)")
+    group.add_argument("--page-size", type=_bounded(1, 1000), default=1000,
+                       help="rows per Resource Graph page (1-1000)")
+    group.add_argument("--concurrency", type=_bounded(1, 16), default=4,
+                       help="queries in flight at most, within the quota (1-16)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--snapshot", metavar="PATH", help="JSON / JSON Lines file or directory of Resource Graph rows")
     source.add_argument("--demo", action="store_true", help="scan the embedded demo estate")
     scan.add_argument("--pairs", metavar="FILE", help="YAML or JSON file declaring cluster -> registry pairs")
-    scan.add_argument("--out", metavar="DIR", default="out", help="output directory (default: ./out)")
+    scan.add_argument("--out", metavar="DIR", help="output directory (AUDIT_OUT_DIR; default ./out)")
     scan.add_argument("--fail-on", metavar="SEVERITY", type=_severity,
                       help="exit 1 when a Fail at or above this severity exists (Low, Medium, High, Critical)")
     scan.add_argument("--run-id", help="run id to stamp on findings (default: a new UUID)")
@@ -98,13 +112,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _rules(as_json: bool) -> int:
-    rules = catalog()
+    from auditors.rules import RESERVED, catalog, catalog_document
+
     if as_json:
-        print(json.dumps([{**vars(r.meta), "severity": r.meta.severity.value, "scope": r.meta.scope.value,
-                           "links": list(r.meta.links)} for r in rules], indent=2))
+        print(json.dumps(catalog_document(), indent=2))
         return EXIT_OK
     print(f"{'Rule':<12} {'Severity':<9} {'Scope':<9} {'Category':<9} {'Cause':<5}  Title")
-    for rule in rules:
+    for rule in catalog():
         meta = rule.meta
         cause = str(meta.seed_cause) if meta.seed_cause else "-"
         print(f"{meta.id:<12} {meta.severity.value:<9} {meta.scope.value:<9} {meta.category:<9} {cause:<5}  "
@@ -123,54 +137,48 @@ def _progress(quiet: bool, tag: str):
     return progress
 
 
-def _collector(args: argparse.Namespace, settings, progress):
-    from auditors.run import collector_from_settings
-
-    return collector_from_settings(settings, progress, page_size=args.page_size, concurrency=args.concurrency)
-
-
-def _live_errors():
-    from azure.core.exceptions import ClientAuthenticationError
-
-    from auditors.sources.resource_graph import ScopeError
-
-    return ClientAuthenticationError, ScopeError
-
-
-def _report(outcome, args_fail_on=None) -> int:
+def _report(outcome, fail_on=None) -> int:
     """Print the summary of a finished run and choose the exit code."""
-    from auditors.run import FAILED, INPUT_ERRORS
+    from auditors.pipeline import FAILED, INPUT_ERRORS
+    from auditors.report import render
+    from auditors.rules import Status, catalog
 
-    record, result = outcome.record, outcome.scan
-    if result is None:
+    record = outcome.record
+    if outcome.error is not None:
         print(f"error: {outcome.error}", file=sys.stderr)
         return EXIT_BAD_INPUT if isinstance(outcome.error, INPUT_ERRORS) else EXIT_FAILED
-    summary = result.summary
+    summary, inventory = outcome.summary, outcome.loaded.inventory
     print(render(summary, catalog()))
-    print(f"\n{summary.findings:,} findings for {len(result.inventory.clusters):,} clusters, "
-          f"{len(result.inventory.registries):,} registries and {result.pairs:,} pairs "
-          f"({result.unpaired_clusters:,} clusters with no known registry) in {result.seconds:.1f}s; "
-          f"run {result.run_id}")
-    if result.coverage is not None:
-        print(result.coverage.summary_line())
-    print(f"wrote {', '.join(str(p) for p in result.out_files)}")
-    for name, stats in outcome.uploads.items():
-        print(f"log analytics ({name}): {stats.rows:,} rows in {stats.requests:,} requests, "
-              f"{stats.spooled_rows:,} spooled for the next run")
-    if record.get("EvidenceLocation"):
-        print(f"evidence: {record['EvidenceLocation']}")
-    for error in record["Errors"]:
+    print(f"\n{summary.findings:,} findings for {len(inventory.clusters):,} clusters, "
+          f"{len(inventory.registries):,} registries and {outcome.pairs:,} pairs "
+          f"({outcome.unpaired_clusters:,} clusters with no known registry) in {outcome.seconds:.1f}s; "
+          f"run {outcome.run.run_id}")
+    if outcome.loaded.coverage is not None:
+        print(outcome.loaded.coverage.summary_line())
+    if outcome.out_files:
+        print(f"wrote {', '.join(str(p) for p in outcome.out_files)}")
+    if outcome.replayed is not None and outcome.replayed.rows:
+        print(f"log analytics (spool replay): {outcome.replayed.rows:,} rows, "
+              f"{outcome.replayed.spooled_rows:,} spooled again")
+    remote = outcome.delivered.get("log-analytics")
+    if remote is not None:
+        upload = remote.detail.get("upload", {})
+        print(f"log analytics (findings): {upload.get('rows', 0):,} rows in {upload.get('requests', 0):,} requests, "
+              f"{upload.get('spooled_rows', 0):,} spooled for the next run")
+    if record.EvidenceLocation:
+        print(f"evidence: {record.EvidenceLocation}")
+    for error in record.Errors:
         print(f"problem: {error}", file=sys.stderr)
-    if args_fail_on and summary.worst_fail and summary.worst_fail.rank >= args_fail_on.rank:
+    if fail_on and summary.worst_fail and summary.worst_fail.rank >= fail_on.rank:
         failing = summary.total(Status.FAIL)
-        print(f"--fail-on {args_fail_on.value}: {failing} Fail finding(s), worst severity {summary.worst_fail.value}",
+        print(f"--fail-on {fail_on.value}: {failing} Fail finding(s), worst severity {summary.worst_fail.value}",
               file=sys.stderr)
         return EXIT_FAIL_ON
-    if record["RunStatus"] == FAILED:
+    if record.RunStatus == FAILED:
         return EXIT_FAILED
-    if result.inventory.gaps or record["RunStatus"] != "Succeeded":
-        print(f"incomplete: run {record['RunStatus']}; {len(result.inventory.gaps)} collection gap(s), "
-              f"{record['SpoolPending']} spool entries waiting", file=sys.stderr)
+    if inventory.gaps or record.RunStatus != "Succeeded":
+        print(f"incomplete: run {record.RunStatus}; {len(inventory.gaps)} collection gap(s), "
+              f"{record.SpoolPending} spool entries waiting", file=sys.stderr)
         return EXIT_INCOMPLETE
     return EXIT_OK
 
@@ -181,46 +189,39 @@ def _settings(**overrides):
     return Settings.from_env(**overrides)
 
 
-def _scan(args: argparse.Namespace) -> int:
-    from auditors.run import run_audit
+def _input_errors():
+    from auditors.pipeline import INPUT_ERRORS
     from auditors.settings import SettingsError
 
+    return (SettingsError, *INPUT_ERRORS)
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from auditors.pipeline import RunRequest, run_audit
+    from auditors.services import Services
+
     progress = _progress(args.quiet, "scan")
-    live = not (args.demo or args.snapshot)
-    try:
-        settings = _settings(sink=args.sink, evidence=args.evidence, out_dir=args.out, pairs_file=args.pairs,
-                             arm_endpoint=args.arm_endpoint, scope=tuple(args.scope) if args.scope else None)
-        collector = _collector(args, settings, progress) if live else None
-    except (SettingsError, *_live_errors()) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    outcome = run_audit(settings, snapshot=args.snapshot, demo=args.demo, collector=collector, run_id=args.run_id,
+    settings = _settings(sink=args.sink, evidence=args.evidence, out_dir=args.out, pairs_file=args.pairs,
+                         arm_endpoint=args.arm_endpoint, scope=tuple(args.scope) if args.scope else None)
+    services = Services(settings, progress)
+    source = "demo" if args.demo else "snapshot" if args.snapshot else "live"
+    collector = services.resource_graph(page_size=args.page_size, concurrency=args.concurrency) \
+        if source == "live" else None
+    outcome = run_audit(settings, RunRequest(source, args.snapshot, args.run_id, collector), services=services,
                         progress=progress)
     return _report(outcome, args.fail_on)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from auditors.run import execute
-    from auditors.settings import SettingsError
+    from auditors.pipeline import execute
 
-    try:
-        outcome = execute(_progress(args.quiet, "run"))
-    except (SettingsError, *_live_errors()) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return _report(outcome)
+    return _report(execute(_progress(args.quiet, "run")))
 
 
 def _evidence(args: argparse.Namespace) -> int:
-    from auditors.settings import SettingsError
-    from auditors.sinks.evidence import EvidenceArchive
+    from auditors.services import Services
 
-    try:
-        settings = _settings()
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    archive = EvidenceArchive(settings.store(settings.evidence_container))
+    archive = Services(_settings()).evidence_archive
     if getattr(args, "run", None):
         found = archive.find(args.run)
         if found is None:
@@ -251,15 +252,13 @@ def _evidence(args: argparse.Namespace) -> int:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    from auditors.settings import SettingsError
+    from auditors.inputs import capture_snapshot
+    from auditors.services import Services
 
     progress = _progress(args.quiet, "snapshot")
-    try:
-        settings = _settings(arm_endpoint=args.arm_endpoint, scope=tuple(args.scope) if args.scope else None)
-        manifest = capture_snapshot(_collector(args, settings, progress), args.out, progress)
-    except (SettingsError, *_live_errors()) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    settings = _settings(arm_endpoint=args.arm_endpoint, scope=tuple(args.scope) if args.scope else None)
+    collector = Services(settings, progress).resource_graph(page_size=args.page_size, concurrency=args.concurrency)
+    manifest = capture_snapshot(collector, args.out, progress)
     rows = sum(f["rows"] for f in manifest["files"])
     print(f"wrote {len(manifest['files'])} files ({rows:,} rows) and manifest.json to {args.out}")
     return EXIT_INCOMPLETE if manifest["coverage"]["gaps"] else EXIT_OK
@@ -275,17 +274,17 @@ def _emulate(argv: list[str]) -> int:
     return emulate(argv)
 
 
+COMMANDS = {"rules": lambda a: _rules(a.json), "snapshot": _snapshot, "run": _run, "evidence": _evidence,
+            "scan": _scan}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["emulate"]:
         return _emulate(argv[1:])
     args = _parser().parse_args(argv)
-    if args.command == "rules":
-        return _rules(args.json)
-    if args.command == "snapshot":
-        return _snapshot(args)
-    if args.command == "run":
-        return _run(args)
-    if args.command == "evidence":
-        return _evidence(args)
-    return _scan(args)
+    try:
+        return COMMANDS[args.command](args)
+    except _input_errors() as exc:  # unusable input, settings or credentials: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT

@@ -6,6 +6,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 # (column, Log Analytics type). Defined once; sinks and infrastructure derive from it.
 FINDING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("TimeGenerated", "datetime"),
@@ -71,3 +73,58 @@ class Finding:
 
     def to_record(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FINDING_FIELDS}
+
+
+@dataclass(slots=True)
+class EncodedFinding:
+    """A finding with its JSON encoded once; every sink shares these bytes (JSON Lines, the Logs Ingestion
+    body, the evidence archive) and the CSV's Evidence cell reuses `evidence`."""
+
+    finding: Finding
+    line: bytes  # the finding as one JSON object, no newline
+    evidence: bytes  # the Evidence object's JSON, as it appears inside `line`
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # a lone surrogate from a tenant string: keep the text, lose the bad code point
+        return orjson.dumps(_scrub(value))
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    if isinstance(value, Finding):
+        return {name: _scrub(getattr(value, name)) for name in FINDING_FIELDS}
+    return value
+
+
+def encode(finding: Finding) -> EncodedFinding:
+    evidence = _dumps(finding.Evidence)
+    value = finding.Evidence
+    finding.Evidence = orjson.Fragment(evidence)  # splice the encoded evidence in rather than encode it twice
+    try:
+        line = _dumps(finding)
+    finally:
+        finding.Evidence = value
+    return EncodedFinding(finding, line, evidence)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """A CSV cell that spreadsheets will not run: text starting like a formula gets a leading apostrophe
+    (OWASP's CSV injection advice); the JSON and Log Analytics outputs keep the raw value."""
+    text = value if isinstance(value, str) else "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def csv_row(encoded: EncodedFinding) -> list[str]:
+    finding = encoded.finding
+    return [csv_cell(getattr(finding, name)) for name in FINDING_FIELDS[:-1]] + [encoded.evidence.decode()]

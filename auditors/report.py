@@ -1,36 +1,52 @@
-"""Run summary: per-rule counts and the worst cluster-registry pairs."""
+"""Run summary: per-rule counts and the worst cluster-registry pairs (a sink, fed like the others)."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from auditors.findings import Finding
+from auditors.findings import EncodedFinding
 from auditors.rules import Rule, Severity, Status
+from auditors.sinks.base import SinkStats
+
+_RANK = {severity.value: severity.rank for severity in Severity}
 
 
 @dataclass
 class Summary:
+    name = "summary"
     counts: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    # (cluster id, registry id or declared name) -> [(weight, rule id, status)]
     pair_failures: dict[tuple[str, str], list[tuple[int, str, str]]] = field(default_factory=lambda: defaultdict(list))
+    pair_names: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     worst_fail: Severity | None = None
     findings: int = 0
     undecided_groups: Counter = field(default_factory=Counter)  # group id -> pair verdicts it left Unknown
 
-    def observe(self, findings: Iterable[Finding]) -> Iterator[Finding]:
-        for finding in findings:
-            self.findings += 1
-            self.counts[finding.RuleId][finding.Status] += 1
-            severity = Severity.parse(finding.Severity)
-            if finding.Status == Status.FAIL and (self.worst_fail is None or severity.rank > self.worst_fail.rank):
+    def write(self, batch: list[EncodedFinding]) -> None:
+        for encoded in batch:
+            self.observe(encoded.finding)
+
+    def observe(self, finding) -> None:
+        self.findings += 1
+        status = finding.Status
+        self.counts[finding.RuleId][status] += 1
+        if status == Status.FAIL:
+            severity = Severity(finding.Severity)
+            if self.worst_fail is None or severity.rank > self.worst_fail.rank:
                 self.worst_fail = severity
-            if finding.Status == Status.UNKNOWN and "groupGrants" in finding.Evidence:
-                self.undecided_groups.update({g.get("group", "") for g in finding.Evidence["groupGrants"]})
-            if finding.Scope == "pair" and finding.Status in (Status.FAIL, Status.UNKNOWN):
-                pair = (finding.ClusterName or finding.ClusterId, finding.RegistryName or finding.RegistryId)
-                self.pair_failures[pair].append((severity.rank + 1, finding.RuleId, finding.Status))
-            yield finding
+        elif status == Status.UNKNOWN and "groupGrants" in finding.Evidence:
+            self.undecided_groups.update({g.get("group", "") for g in finding.Evidence["groupGrants"]})
+        if finding.Scope == "pair" and status in (Status.FAIL, Status.UNKNOWN):
+            key = (finding.ClusterId, finding.RegistryId or finding.RegistryName)
+            self.pair_failures[key].append((_RANK[finding.Severity] + 1, finding.RuleId, status))
+            self.pair_names.setdefault(key, (finding.ClusterName, finding.RegistryName))
+
+    def close(self) -> SinkStats:
+        return SinkStats(self.name, rows=self.findings)
+
+    def abort(self) -> None:
+        pass
 
     def total(self, status: Status) -> int:
         return sum(c[status] for c in self.counts.values())
@@ -42,7 +58,8 @@ class Summary:
             unknowns = sum(weight for weight, _, status in problems if status == Status.UNKNOWN)
             return -fails, -unknowns
 
-        ranked = sorted(self.pair_failures.items(), key=lambda item: (badness(item[1]), item[0]))
+        ranked = sorted(self.pair_failures.items(),
+                        key=lambda item: (badness(item[1]), self.pair_names[item[0]], item[0]))
         return ranked[:limit]
 
 
@@ -63,7 +80,8 @@ def render(summary: Summary, rules: list[Rule]) -> str:
     worst = summary.worst_pairs()
     if worst:
         lines += ["", "Worst cluster -> registry pairs:"]
-        for (cluster, registry), problems in worst:
+        for key, problems in worst:
+            cluster, registry = summary.pair_names[key]
             detail = ", ".join(f"{rule_id} {status}" for _, rule_id, status in sorted(problems, key=lambda p: p[1]))
             lines.append(f"  {cluster} -> {registry}: {detail}")
     if summary.undecided_groups:

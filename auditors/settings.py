@@ -1,7 +1,8 @@
-"""One typed settings object, read from environment variables and validated at start.
+"""Settings: plain, typed data read from the environment in this one place and validated once.
 
-The same names are set by the infrastructure (infra/) as app settings of the Functions app; the README
-lists them. Every missing or malformed value is reported, one line each, before any work starts.
+The same names are set by the infrastructure (infra/) as app settings of the Functions app; the README's
+table is generated from `Settings.ENVIRONMENT`. Every missing or malformed value is reported together,
+one line each, before any work starts. Nothing here builds clients: see `auditors.services`.
 """
 
 from __future__ import annotations
@@ -9,20 +10,29 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass, field, fields
+from urllib.parse import urlsplit
 
+from auditors.arm import PUBLIC_ARM_ENDPOINT
+from auditors.scopes import CollectionScope, ScopeError
 from auditors.sinks.tables import FINDINGS_STREAM, RUNS_STREAM
 
 SINKS = ("local", "log-analytics")
 _DCR_ID = re.compile(r"dcr-[0-9a-f]{32}")
 _STREAM = re.compile(r"Custom-[A-Za-z][A-Za-z0-9_]*")
+# Blob container names: 3-63 lower-case letters, digits and single hyphens, starting with a letter or digit.
+_CONTAINER = re.compile(r"(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*")
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
 class SettingsError(ValueError):
     def __init__(self, problems: list[str]) -> None:
-        super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
+        super().__init__("invalid settings: " + "; ".join(problems))
         self.problems = problems
+
+
+def _secret():
+    return field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -36,16 +46,19 @@ class Settings:
     upload_workers: int = 4
     evidence: bool = False
     storage_account_url: str = ""
-    storage_connection_string: str = ""
+    storage_connection_string: str = _secret()
     evidence_container: str = "evidence"
     spool_container: str = "spool"
     local_dir: str = ".acr-pull-auditor"
     spool_max_mb: int = 512
-    arm_endpoint: str = "https://management.azure.com"
+    arm_endpoint: str = PUBLIC_ARM_ENDPOINT
     scope: tuple[str, ...] = ()
     out_dir: str = "out"
     pairs_file: str = ""
     schedule: str = "0 0 */6 * * *"
+    arm_token: str = _secret()
+    monitor_token: str = _secret()
+    storage_token: str = _secret()
 
     # field -> (environment variable, description) — the README's settings table is generated from this
     ENVIRONMENT = {
@@ -71,10 +84,16 @@ class Settings:
         "out_dir": ("AUDIT_OUT_DIR", "folder for findings.jsonl / findings.csv (default `out`)"),
         "pairs_file": ("AUDIT_PAIRS_FILE", "pairs file (YAML or JSON), optional"),
         "schedule": ("AUDIT_SCHEDULE", "six-field NCRONTAB of the timer (default `0 0 */6 * * *`, every 6 hours)"),
+        "arm_token": ("AZURE_ACCESS_TOKEN", "laptop only: a bearer token for Resource Manager instead of "
+                                            "DefaultAzureCredential"),
+        "monitor_token": ("LOGS_ACCESS_TOKEN", "laptop only: a bearer token for Azure Monitor"),
+        "storage_token": ("AUDIT_STORAGE_ACCESS_TOKEN", "laptop only: a bearer token for Blob Storage"),
     }
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
+        """Settings from environment variables (default: the process environment), then `overrides` (already
+        typed, e.g. from the command line; None means not given). Raises SettingsError listing every problem."""
         env = os.environ if env is None else env
         values: dict = {}
         problems: list[str] = []
@@ -83,80 +102,87 @@ class Settings:
             raw = env.get(variable)
             if raw is None or raw.strip() == "":
                 continue
-            raw = raw.strip()
-            if item.type in ("int", int):
-                try:
-                    values[item.name] = int(raw)
-                except ValueError:
-                    problems.append(f"{variable}: {raw!r} is not a whole number")
-            elif item.type in ("bool", bool):
-                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    problems.append(f"{variable}: {raw!r} is not true or false")
-                values[item.name] = raw.lower() in ("true", "1", "yes")
-            elif item.name == "scope":
-                values[item.name] = tuple(raw.split())
+            value, problem = _convert(item.type, raw.strip())
+            if problem:
+                problems.append(f"{variable}: {raw.strip()!r} {problem}")
             else:
-                values[item.name] = raw
+                values[item.name] = value
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "evidence" not in values and values.get("sink") == "log-analytics":
             values["evidence"] = True
+        settings = cls(**values)  # a value that failed to convert keeps its (valid) default
+        problems += settings.problems()
         if problems:
             raise SettingsError(problems)
-        settings = cls(**values)
-        settings.validate()
         return settings
 
-    def validate(self) -> None:
-        problems = []
-        env = self.ENVIRONMENT
-        if self.sink not in SINKS:
-            problems.append(f"{env['sink'][0]}: {self.sink!r} is not one of {', '.join(SINKS)}")
+    def problems(self) -> list[str]:
+        """Every invalid value, one line each."""
+        env = {name: variable for name, (variable, _) in self.ENVIRONMENT.items()}
+        found: list[str] = []
+
+        def check(name: str, problem: str | None) -> None:
+            if problem:
+                found.append(f"{env[name]}: {problem}")
+
+        check("sink", None if self.sink in SINKS else f"{self.sink!r} is not one of {', '.join(SINKS)}")
         if self.sink == "log-analytics":
-            if not self.ingestion_endpoint:
-                problems.append(f"{env['ingestion_endpoint'][0]}: required with the log-analytics sink")
-            elif not self.ingestion_endpoint.startswith("https://"):
-                problems.append(f"{env['ingestion_endpoint'][0]}: {self.ingestion_endpoint!r} must be an https URL")
-            if not self.dcr_immutable_id:
-                problems.append(f"{env['dcr_immutable_id'][0]}: required with the log-analytics sink")
-            elif not _DCR_ID.fullmatch(self.dcr_immutable_id):
-                problems.append(f"{env['dcr_immutable_id'][0]}: {self.dcr_immutable_id!r} is not `dcr-` followed "
-                                "by 32 hex digits")
+            check("ingestion_endpoint", _https_problem(self.ingestion_endpoint, required="with the log-analytics sink"))
+            check("dcr_immutable_id", "required with the log-analytics sink" if not self.dcr_immutable_id else
+                  None if _DCR_ID.fullmatch(self.dcr_immutable_id) else
+                  f"{self.dcr_immutable_id!r} is not `dcr-` followed by 32 hex digits")
         for name in ("findings_stream", "runs_stream"):
-            if not _STREAM.fullmatch(getattr(self, name)):
-                problems.append(f"{env[name][0]}: {getattr(self, name)!r} must look like Custom-<TableName>")
-        if self.storage_account_url and not self.storage_account_url.startswith("https://"):
-            problems.append(f"{env['storage_account_url'][0]}: {self.storage_account_url!r} must be an https URL")
-        if self.upload_workers < 1 or self.upload_workers > 32:
-            problems.append(f"{env['upload_workers'][0]}: {self.upload_workers} must be between 1 and 32")
-        if self.spool_max_mb < 1:
-            problems.append(f"{env['spool_max_mb'][0]}: must be at least 1")
-        if not valid_schedule(self.schedule):
-            problems.append(f"{env['schedule'][0]}: {self.schedule!r} is not a six-field NCRONTAB expression "
-                            "(second minute hour day month day-of-week)")
-        for scope in self.scope:
-            if not (scope == "tenant" or re.fullmatch(r"(mg|sub):\S+", scope)):
-                problems.append(f"{env['scope'][0]} / --scope: {scope!r} is not tenant, mg:NAME or sub:ID")
-        if problems:
-            raise SettingsError(problems)
+            value = getattr(self, name)
+            check(name, None if _STREAM.fullmatch(value) else f"{value!r} must look like Custom-<TableName>")
+        for name in ("evidence_container", "spool_container"):
+            value = getattr(self, name)
+            check(name, None if _CONTAINER.fullmatch(value) else
+                  f"{value!r} is not a container name (3-63 lower-case letters, digits and single hyphens)")
+        check("storage_account_url", _https_problem(self.storage_account_url) if self.storage_account_url else None)
+        check("arm_endpoint", _https_problem(self.arm_endpoint, required="always"))
+        check("monitor_audience", _https_problem(self.monitor_audience, required="always"))
+        check("upload_workers", None if 1 <= self.upload_workers <= 32 else f"{self.upload_workers} must be "
+                                                                            "between 1 and 32")
+        check("spool_max_mb", None if self.spool_max_mb >= 1 else "must be at least 1")
+        check("schedule", None if valid_schedule(self.schedule) else
+              f"{self.schedule!r} is not a six-field NCRONTAB expression (second minute hour day month day-of-week)")
+        try:
+            CollectionScope.parse(list(self.scope))
+        except ScopeError as exc:
+            found.append(f"{env['scope']} / --scope: {exc}")
+        return found
 
-    # -- stores ---------------------------------------------------------------------------------------
-    def store(self, container: str):
-        """Blob container when storage is configured, else a local folder under `local_dir`."""
-        from auditors.sinks.store import BlobStore, LocalStore
+    @property
+    def collection_scope(self) -> CollectionScope:
+        return CollectionScope.parse(list(self.scope))
 
-        if self.storage_connection_string:
-            from azure.storage.blob import BlobServiceClient
 
-            service = BlobServiceClient.from_connection_string(self.storage_connection_string)
-            return BlobStore(service.get_container_client(container))
-        if self.storage_account_url:
-            from azure.storage.blob import BlobServiceClient
+def _convert(kind, raw: str):
+    """(value, problem) for one environment value of a field's type."""
+    if kind in ("int", int):
+        try:
+            return int(raw), None
+        except ValueError:
+            return None, "is not a whole number"
+    if kind in ("bool", bool):
+        lowered = raw.lower()
+        if lowered not in _TRUE + _FALSE:
+            return None, "is not true or false"
+        return lowered in _TRUE, None
+    if kind in ("tuple[str, ...]",):
+        return tuple(raw.split()), None
+    return raw, None
 
-            from auditors.sources.credentials import storage_credential
 
-            service = BlobServiceClient(self.storage_account_url, credential=storage_credential())
-            return BlobStore(service.get_container_client(container))
-        return LocalStore(Path(self.local_dir) / container)
+def _https_problem(url: str, required: str = "") -> str | None:
+    if not url:
+        return f"required {required}".strip() if required and required != "always" else "required"
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        return f"{url!r} must be an https URL"
+    if parts.query or parts.username or parts.password:
+        return f"{url.split('?')[0]!r}…: must not carry a query string or credentials"
+    return None
 
 
 _CRON_FIELD = re.compile(r"(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*|[A-Za-z]{3}(-[A-Za-z]{3})?")

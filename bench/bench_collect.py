@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synth_estate import generate
 
-from auditors.scan import demo_path
+from auditors.inputs import demo_path
 from auditors.sources.credentials import StaticTokenCredential
 from auditors.sources.resource_graph import ResourceGraphCollector
 from emulators.arg import ResourceGraphEmulator

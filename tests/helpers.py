@@ -7,9 +7,9 @@ from functools import cache
 
 from auditors.engine import Evaluator
 from auditors.findings import Finding
+from auditors.inputs import demo_path
 from auditors.model import Inventory
 from auditors.pairing import PairsConfig, load_pairs_file
-from auditors.scan import demo_path
 from auditors.sources.snapshot import normalise_row
 from tools import build_demo
 
@@ -52,3 +52,17 @@ def verdict(findings: list[Finding], rule_id: str, subject: str, registry: str =
     ]
     assert len(matches) == 1, f"{rule_id} {subject} {registry}: {len(matches)} findings"
     return matches[0]
+
+
+def run_scan(snapshot, out_dir, *, pairs_file=None, run_id=None, collector=None, progress=None):
+    """One local scan through the pipeline, as `python -m auditors scan` does: a snapshot (or the demo
+    folder), or live collection with `collector` when `snapshot` is None."""
+    from auditors.pipeline import RunRequest, run_audit
+    from auditors.settings import Settings
+
+    settings = Settings(out_dir=str(out_dir), pairs_file=str(pairs_file or ""))
+    source = "live" if snapshot is None else "snapshot"
+    outcome = run_audit(settings, RunRequest(source, snapshot, run_id, collector), progress=progress)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome

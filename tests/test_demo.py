@@ -2,8 +2,8 @@
 
 from collections import defaultdict
 
+from auditors.inputs import demo_path
 from auditors.rules import catalog
-from auditors.scan import demo_path
 from tests.helpers import demo_config, demo_rows, evaluate
 from tools import build_demo
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from azure.functions.timer import TimerRequest
 
-from auditors.scan import demo_path
+from auditors.inputs import demo_path
+from auditors.services import Services
 from auditors.settings import Settings, valid_schedule
 from auditors.sinks.evidence import EvidenceArchive
 from auditors.sinks.tables import FINDINGS_STREAM, RUNS_STREAM
@@ -97,7 +98,7 @@ def deployment(tmp_path, azurite, monkeypatch):
 
 
 def test_timer_run_end_to_end(deployment, tmp_path):
-    from auditors.run import run_audit
+    from auditors.pipeline import RunRequest, run_audit
 
     arg, ingestion = deployment
     timer = functions()["acr_pull_audit"].get_user_function()
@@ -107,18 +108,19 @@ def test_timer_run_end_to_end(deployment, tmp_path):
     [run] = ingestion.landed(RUNS_STREAM)
     assert run["RunStatus"] == "Succeeded" and run["Source"] == "live" and run["SubscriptionsSeen"] == 6
     assert run["FindingCount"] == len(landed) > 0 and arg.stats.throttled == 0
-    demo = run_audit(Settings(out_dir=str(tmp_path / "demo"), pairs_file=str(demo_path() / "pairs.yaml")), demo=True)
-    expected = [json.loads(line) for line in demo.scan.out_files[0].open()]
+    demo = run_audit(Settings(out_dir=str(tmp_path / "demo"), pairs_file=str(demo_path() / "pairs.yaml")),
+                     RunRequest("demo"))
+    expected = [json.loads(line) for line in demo.out_files[0].open()]
     assert _verdicts(landed) == _verdicts(expected)  # the deployed path finds what the demo scan finds
     settings = Settings.from_env()
-    archive = EvidenceArchive(settings.store(settings.evidence_container))
+    archive = EvidenceArchive(Services(settings).store(settings.evidence_container))
     archived = archive.find(run["RunId"])
     assert archived is not None and archive.verify(archived) == []
     assert run["EvidenceLocation"].endswith(archived.prefix)
 
 
 def test_a_broken_dependency_fails_loudly_with_a_run_row_saying_why(deployment, monkeypatch):
-    from auditors.run import RunFailed
+    from auditors.pipeline import RunFailed
 
     _, ingestion = deployment
     monkeypatch.setenv("AZURE_ARM_ENDPOINT", "https://127.0.0.1:9")  # Resource Graph unreachable

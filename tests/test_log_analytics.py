@@ -8,10 +8,11 @@ import uuid
 import pytest
 
 from auditors.findings import FINDING_FIELDS
-from auditors.run import FAILED, SUCCEEDED, run_audit
+from auditors.pipeline import FAILED, SUCCEEDED, RunRequest, run_audit
+from auditors.services import Services
 from auditors.settings import Settings, SettingsError
 from auditors.sinks.evidence import EvidenceArchive
-from auditors.sinks.log_analytics import BODY_LIMIT, FIELD_LIMIT, LogAnalyticsSink, batches, fit_fields
+from auditors.sinks.log_analytics import FIELD_LIMIT, LogAnalyticsSink, fit_fields
 from auditors.sinks.spool import Spool
 from auditors.sinks.tables import (
     FINDINGS_STREAM,
@@ -52,65 +53,66 @@ def settings(tmp_path, azurite):
 def sink_for(emulator, settings, **kwargs):
     kwargs.setdefault("retry_backoff_factor", 0.01)
     return LogAnalyticsSink(endpoint=emulator.endpoint, rule_id=DCR, credential=StaticTokenCredential("token"),
-                            spool=Spool(settings.store(settings.spool_container)),
+                            stream=FINDINGS_STREAM,
+                            spool=Spool(Services(settings).store(settings.spool_container)),
                             connection_verify=str(emulator.ca_path), **kwargs)
 
 
 def local_findings(outcome) -> list[dict]:
-    return [json.loads(line) for line in outcome.scan.out_files[0].open()]
+    return [json.loads(line) for line in outcome.out_files[0].open()]
 
 
 def test_demo_scan_delivers_every_finding_exactly(ingestion, settings):
     emulator = ingestion()
-    outcome = run_audit(settings, demo=True, sink=sink_for(emulator, settings))
+    outcome = run_audit(settings, RunRequest("demo"), log_analytics=sink_for(emulator, settings))
     assert outcome.status == SUCCEEDED
     assert emulator.landed(FINDINGS_STREAM) == local_findings(outcome)
     [run] = emulator.landed(RUNS_STREAM)
-    assert run["RunId"] == outcome.record["RunId"] and run["FindingCount"] == len(local_findings(outcome))
-    assert run["Counts"]["AKS-ACR-001"]["Fail"] == outcome.scan.summary.counts["AKS-ACR-001"]["Fail"]
+    assert run["RunId"] == outcome.record.RunId and run["FindingCount"] == len(local_findings(outcome))
+    assert run["Counts"]["AKS-ACR-001"]["Fail"] == outcome.summary.counts["AKS-ACR-001"]["Fail"]
 
 
 def test_large_runs_go_in_bodies_of_at_most_1_mb_in_parallel(ingestion, settings):
     emulator = ingestion()
     records = [{"TimeGenerated": "2026-11-29T00:00:00Z", "RunId": "r", "FindingId": f"{i:032x}",
                 "Message": "x" * 400, "Evidence": {"facts": list(range(40))}} for i in range(12_000)]
-    stats = sink_for(emulator, settings, workers=4).upload(FINDINGS_STREAM, records)
+    stats = sink_for(emulator, settings, workers=4).upload_records(FINDINGS_STREAM, records)
     assert stats.batches > 5 and stats.spooled_rows == 0
     assert emulator.stats.rejected == {}  # a body over 1 MB would have been refused with 413
     landed = sorted(emulator.landed(FINDINGS_STREAM), key=lambda r: r["FindingId"])  # parallel: any order
     assert landed == [{k: r[k] for k in r if k in FINDING_FIELDS} for r in records]
-    assert all(len(json.dumps(b).encode()) <= BODY_LIMIT for b in batches(records))
 
 
 def test_throttling_server_errors_and_dropped_connections_are_recovered(ingestion, settings):
     emulator = ingestion(faults=IngestionFaults.parse(["429:2", "503:2", "reset:1"]))
-    outcome = run_audit(settings, demo=True, sink=sink_for(emulator, settings))
+    outcome = run_audit(settings, RunRequest("demo"), log_analytics=sink_for(emulator, settings))
     assert emulator.stats.faults == {"429": 2, "503": 2, "reset": 1}
     assert emulator.landed(FINDINGS_STREAM) == local_findings(outcome)
-    assert outcome.status == SUCCEEDED and outcome.uploads["findings"].throttled == 2
+    assert outcome.status == SUCCEEDED and outcome.delivered["log-analytics"].detail["upload"]["throttled"] == 2
 
 
 def test_a_failing_stream_is_spooled_and_the_next_run_delivers_it_first(ingestion, settings):
     broken = ingestion(faults=IngestionFaults.parse([], [f"{FINDINGS_STREAM}:500"]))
-    first = run_audit(settings, demo=True, sink=sink_for(broken, settings, retry_total=1, attempts=1))
-    assert first.uploads["findings"].spooled_rows == len(local_findings(first))
-    assert first.status == "Incomplete" and first.record["SpoolPending"] >= 1
+    first = run_audit(settings, RunRequest("demo"),
+                      log_analytics=sink_for(broken, settings, retry_total=1, attempts=1))
+    assert first.delivered["log-analytics"].detail["upload"]["spooled_rows"] == len(local_findings(first))
+    assert first.status == "Incomplete" and first.record.SpoolPending >= 1
     assert broken.landed(FINDINGS_STREAM) == [] and len(broken.landed(RUNS_STREAM)) == 1
     produced_first = local_findings(first)
 
     healthy = ingestion()
-    second = run_audit(settings, demo=True, sink=sink_for(healthy, settings))
+    second = run_audit(settings, RunRequest("demo"), log_analytics=sink_for(healthy, settings))
     landed = healthy.landed(FINDINGS_STREAM)
     assert landed[:len(produced_first)] == produced_first  # the spool first, exactly as produced
     assert landed[len(produced_first):] == local_findings(second)
-    assert second.record["SpoolPending"] == 0 and second.status == SUCCEEDED
+    assert second.record.SpoolPending == 0 and second.status == SUCCEEDED
 
 
 def test_crash_before_spool_clean_up_duplicates_but_never_loses(ingestion, settings):
     emulator = ingestion()
-    spool = Spool(settings.store(settings.spool_container))
+    spool = Spool(Services(settings).store(settings.spool_container))
     rows = [{"RunId": "old-run", "FindingId": f"{i:032x}", "TimeGenerated": "2026-11-28T00:00:00Z"} for i in range(50)]
-    spool.put(FINDINGS_STREAM, rows, "earlier failure")
+    spool.put(FINDINGS_STREAM, [json.dumps(r).encode() for r in rows], "earlier failure")
     crashing = sink_for(emulator, settings)
     crashing.spool.remove = lambda name: (_ for _ in ()).throw(RuntimeError("process killed"))
     with pytest.raises(RuntimeError):
@@ -124,13 +126,14 @@ def test_crash_before_spool_clean_up_duplicates_but_never_loses(ingestion, setti
 
 def test_failed_runs_get_a_run_record_too(ingestion, settings, tmp_path):
     emulator = ingestion()
-    outcome = run_audit(settings, snapshot=tmp_path / "missing", sink=sink_for(emulator, settings))
-    assert outcome.status == FAILED and outcome.scan is None
+    outcome = run_audit(settings, RunRequest("snapshot", tmp_path / "missing"),
+                        log_analytics=sink_for(emulator, settings))
+    assert outcome.status == FAILED and outcome.summary is None
     [run] = emulator.landed(RUNS_STREAM)
     assert run["RunStatus"] == FAILED and "no such file or directory" in run["Errors"][0]
     assert emulator.landed(FINDINGS_STREAM) == []
-    archive = EvidenceArchive(settings.store(settings.evidence_container))
-    assert archive.find(outcome.record["RunId"]) is not None  # visible in the archive as well
+    archive = EvidenceArchive(Services(settings).store(settings.evidence_container))
+    assert archive.find(outcome.record.RunId) is not None  # visible in the archive as well
 
 
 def test_oversized_fields_are_cut_with_a_marker_and_kept_whole_in_the_archive(ingestion, settings, tmp_path):
@@ -140,7 +143,7 @@ def test_oversized_fields_are_cut_with_a_marker_and_kept_whole_in_the_archive(in
     fitted = fit_fields(huge)
     assert len(fitted["Message"].encode()) <= FIELD_LIMIT and "truncated by acr-pull-auditor" in fitted["Message"]
     assert fitted["Evidence"]["truncated"] is True and fitted["Evidence"]["originalBytes"] > FIELD_LIMIT
-    sink_for(emulator, settings).upload(FINDINGS_STREAM, [huge])
+    sink_for(emulator, settings).upload_records(FINDINGS_STREAM, [huge])
     [landed] = emulator.landed(FINDINGS_STREAM)
     assert landed["Message"] == fitted["Message"] and landed["Evidence"] == fitted["Evidence"]
     assert huge["Message"] == "m" * (FIELD_LIMIT + 5000)  # the caller's record is untouched
@@ -150,14 +153,14 @@ def test_evidence_archive_verifies_and_detects_tampering(ingestion, settings, az
     from azure.storage.blob import BlobServiceClient
 
     emulator = ingestion()
-    outcome = run_audit(settings, demo=True, sink=sink_for(emulator, settings))
-    archive = EvidenceArchive(settings.store(settings.evidence_container))
-    run = archive.find(outcome.record["RunId"])
+    outcome = run_audit(settings, RunRequest("demo"), log_analytics=sink_for(emulator, settings))
+    archive = EvidenceArchive(Services(settings).store(settings.evidence_container))
+    run = archive.find(outcome.record.RunId)
     assert archive.verify(run) == []
     manifest = archive.manifest(run)
     assert {o["name"] for o in manifest["objects"]} == {"snapshot.jsonl.gz", "findings.jsonl.gz", "summary.json",
                                                         "rules.json"}
-    assert manifest["coverage"] == outcome.record["Coverage"] and "clusters" in manifest["queries"]
+    assert manifest["coverage"] == outcome.record.Coverage and "clusters" in manifest["queries"]
     archived = gzip.decompress(archive.store.get(run.prefix + "findings.jsonl.gz")).decode().splitlines()
     assert [json.loads(x) for x in archived] == local_findings(outcome)
     container = BlobServiceClient.from_connection_string(azurite).get_container_client(settings.evidence_container)
@@ -177,15 +180,15 @@ def test_export_bundle_holds_manifest_findings_csv_and_a_readable_summary(ingest
     import zipfile
 
     emulator = ingestion()
-    first = run_audit(settings, demo=True, sink=sink_for(emulator, settings))
-    second = run_audit(settings, demo=True, sink=sink_for(emulator, settings))
-    archive = EvidenceArchive(settings.store(settings.evidence_container))
+    first = run_audit(settings, RunRequest("demo"), log_analytics=sink_for(emulator, settings))
+    second = run_audit(settings, RunRequest("demo"), log_analytics=sink_for(emulator, settings))
+    archive = EvidenceArchive(Services(settings).store(settings.evidence_container))
     runs = archive.runs()
-    assert {r.run_id for r in runs} == {first.record["RunId"], second.record["RunId"]}
+    assert {r.run_id for r in runs} == {first.record.RunId, second.record.RunId}
     path = archive.export(runs, tmp_path / "bundle.zip")
     with zipfile.ZipFile(path) as bundle:
         names = bundle.namelist()
-        folder = next(n.split("/")[0] for n in names if first.record["RunId"] in n)
+        folder = next(n.split("/")[0] for n in names if first.record.RunId in n)
         assert {f"{folder}/{x}" for x in ("manifest.json", "findings.csv", "summary.txt", "summary.json")} <= set(names)
         rows = list(csv.DictReader(io.StringIO(bundle.read(f"{folder}/findings.csv").decode())))
         summary = bundle.read(f"{folder}/summary.txt").decode()
@@ -204,11 +207,11 @@ def test_settings_name_every_missing_or_malformed_value():
                            "AUDIT_SPOOL_MAX_MB": "0", "AUDIT_SCOPE": "tenant rg:x"})
     text = str(error.value)
     for expected in ("LOGS_INGESTION_ENDPOINT: required", "LOGS_DCR_IMMUTABLE_ID: 'not-a-dcr'",
-                     "AUDIT_SPOOL_MAX_MB: must be at least 1", "'rg:x' is not tenant"):
+                     "AUDIT_SPOOL_MAX_MB: must be at least 1", "'rg:x': use tenant"):
         assert expected in text
     ok = Settings.from_env({"AUDIT_SINK": "log-analytics", "LOGS_INGESTION_ENDPOINT": "https://x.ingest.monitor.azure.com",
-                            "LOGS_DCR_IMMUTABLE_ID": DCR, "AUDIT_SCOPE": "mg:a sub:b"})
-    assert ok.evidence is True and ok.scope == ("mg:a", "sub:b")
+                            "LOGS_DCR_IMMUTABLE_ID": DCR, "AUDIT_SCOPE": "mg:a mg:b"})
+    assert ok.evidence is True and ok.scope == ("mg:a", "mg:b")
     assert Settings.from_env({}).sink == "local" and Settings.from_env({}).evidence is False
 
 
@@ -247,7 +250,7 @@ def test_ingestion_emulator_refuses_what_the_service_refuses(ingestion, path, bo
 
 def test_ingestion_emulator_drops_undeclared_columns(ingestion, settings):
     emulator = ingestion()
-    sink_for(emulator, settings).upload(RUNS_STREAM, [{"RunId": "r", "NotAColumn": 1, "FindingCount": 3}])
+    sink_for(emulator, settings).upload_records(RUNS_STREAM, [{"RunId": "r", "NotAColumn": 1, "FindingCount": 3}])
     assert emulator.landed(RUNS_STREAM) == [{"RunId": "r", "FindingCount": 3}]
 
 
@@ -257,12 +260,14 @@ def test_spool_growth_is_bounded_and_reported(ingestion, settings):
 
     bounded = dataclasses.replace(settings, spool_max_mb=1)
     old_rows = [{"RunId": "x", "FindingId": f"{i:032x}", "Message": os.urandom(1024).hex()} for i in range(1500)]
-    Spool(bounded.store(bounded.spool_container)).put(FINDINGS_STREAM, old_rows, "old failure")
+    old_lines = [json.dumps(r).encode() for r in old_rows]
+    Spool(Services(bounded).store(bounded.spool_container)).put(FINDINGS_STREAM, old_lines, "old failure")
     broken = ingestion(faults=IngestionFaults.parse([], [f"{FINDINGS_STREAM}:500", f"{RUNS_STREAM}:500"]))
-    outcome = run_audit(bounded, demo=True, sink=sink_for(broken, bounded, retry_total=0, attempts=1))
+    outcome = run_audit(bounded, RunRequest("demo"),
+                        log_analytics=sink_for(broken, bounded, retry_total=0, attempts=1))
     assert outcome.status == "Incomplete"
-    assert any("over its 1 MB bound" in e for e in outcome.record["Errors"])
-    assert outcome.record["SpoolPending"] >= 2
+    assert any("over its 1 MB bound" in e for e in outcome.record.Errors)
+    assert outcome.record.SpoolPending >= 2
 
 
 def test_cli_scan_with_log_analytics_sink_and_evidence_commands(ingestion, settings, tmp_path):
@@ -292,7 +297,7 @@ def test_cli_scan_with_log_analytics_sink_and_evidence_commands(ingestion, setti
     assert cli("evidence", "verify", "--run", run_id).returncode == 0
     exported = cli("evidence", "export", "--run", run_id, "--out", str(tmp_path / "e.zip"))
     assert exported.returncode == 0 and (tmp_path / "e.zip").exists()
-    archive = EvidenceArchive(settings.store(settings.evidence_container))
+    archive = EvidenceArchive(Services(settings).store(settings.evidence_container))
     archive.store.container.delete_blob(archive.find(run_id).prefix + "findings.jsonl.gz")
     failed = cli("evidence", "verify", "--run", run_id)
     assert failed.returncode == 1 and "findings.jsonl.gz: missing" in failed.stderr
@@ -348,18 +353,20 @@ def test_dcr_limiter_holds_requests_and_bytes_per_window():
 
 def test_evidence_and_spool_through_a_token_credential_over_https(azurite_oauth, monkeypatch, tmp_path):
     """The deployed app's storage path: account URL + token credential (no shared key), over TLS."""
+    import dataclasses
+
     url, ca, token = azurite_oauth
-    monkeypatch.setenv("AUDIT_STORAGE_ACCESS_TOKEN", token)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)
-    settings = Settings(storage_account_url=url, evidence=True, evidence_container="evidence-oauth",
-                        spool_container="spool-oauth", out_dir=str(tmp_path / "out"))
-    outcome = run_audit(settings, demo=True)
-    archive = EvidenceArchive(settings.store(settings.evidence_container))
-    run = archive.find(outcome.record["RunId"])
-    assert run is not None and archive.verify(run) == [] and outcome.record["EvidenceLocation"].startswith(url)
-    spool = Spool(settings.store(settings.spool_container))
-    name = spool.put(FINDINGS_STREAM, [{"RunId": "r"}], "test")
-    assert spool.read(name).rows == [{"RunId": "r"}]
-    monkeypatch.setenv("AUDIT_STORAGE_ACCESS_TOKEN", "not-a-jwt")
+    settings = Settings.from_env({"AUDIT_STORAGE_ACCOUNT_URL": url, "AUDIT_STORAGE_ACCESS_TOKEN": token,
+                                  "AUDIT_EVIDENCE": "true", "AUDIT_EVIDENCE_CONTAINER": "evidence-oauth",
+                                  "AUDIT_SPOOL_CONTAINER": "spool-oauth", "AUDIT_OUT_DIR": str(tmp_path / "out")})
+    outcome = run_audit(settings, RunRequest("demo"))
+    archive = EvidenceArchive(Services(settings).store(settings.evidence_container))
+    run = archive.find(outcome.record.RunId)
+    assert run is not None and archive.verify(run) == [] and outcome.record.EvidenceLocation.startswith(url)
+    spool = Spool(Services(settings).store(settings.spool_container))
+    name = spool.put(FINDINGS_STREAM, [b'{"RunId":"r"}'], "test")
+    assert spool.read(name).lines == [b'{"RunId":"r"}']
+    rejected = dataclasses.replace(settings, storage_token="not-a-jwt")
     with pytest.raises(Exception, match=r"(?i)auth|403"):
-        Spool(settings.store("spool-oauth-2")).put(FINDINGS_STREAM, [], "x")  # Azurite checks the token
+        Spool(Services(rejected).store("spool-oauth-2")).put(FINDINGS_STREAM, [], "x")  # Azurite checks the token

@@ -11,12 +11,13 @@ from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
 from auditors.arm import subscription_of
-from auditors.scan import capture_snapshot, demo_path, run_scan
+from auditors.inputs import capture_snapshot, demo_path
 from auditors.sources.credentials import StaticTokenCredential
 from auditors.sources.kql import collector_queries
 from auditors.sources.resource_graph import CollectionScope, ResourceGraphCollector
 from auditors.sources.snapshot import iter_snapshot
 from emulators.arg import Faults, ResourceGraphEmulator
+from tests.helpers import run_scan
 from tools.build_demo import SUB
 
 TOKEN = "eyJ0eXAiOiJKV1QifQ.eyJleHAiOjQxMDI0NDQ4MDB9.c2VjcmV0LXNpZ25hdHVyZQ"  # a fake JWT, never to be logged
@@ -271,8 +272,9 @@ def test_tokens_never_reach_logs_or_output(emulator, tmp_path, caplog, capsys):
 def test_scope_arguments():
     assert CollectionScope.parse(None).kind == "tenant"
     assert CollectionScope.parse(["mg:a", "mg:b", "mg:a"]).management_groups == ("a", "b")
-    assert CollectionScope.parse(["sub:ABC"]).subscriptions == ("abc",)
-    for bad in (["rg:x"], ["mg:"], ["mg:a", "sub:b"]):
+    guid = "0A1B2C3D-0000-4000-8000-00000000ABCD"
+    assert CollectionScope.parse([f"sub:{guid}"]).subscriptions == (guid.lower(),)
+    for bad in (["rg:x"], ["mg:"], ["mg:a", f"sub:{guid}"], ["sub:not-a-guid"], ["mg:a/b"]):
         with pytest.raises(ValueError):
             CollectionScope.parse(bad)
 

@@ -1,13 +1,20 @@
 """The rule catalog: one small pure function per rule, with typed metadata.
 
-Rule ids are a public contract (docs, the Log Analytics table and alert rules key on them).
+Rules register themselves with `@rule(RuleMeta(...))` in any module of this package; `catalog()` discovers
+the modules, so adding a rule is its function, its doc page (docs/rules/<ID>.md) and its tests. Rule ids are
+a public contract (docs, the Log Analytics table and alert rules key on them).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import json
+import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
 
@@ -53,11 +60,20 @@ class RuleMeta:
     seed_cause: int | None
     synopsis: str
     remediation: str  # `az` commands; {placeholders} are filled from the finding's resources
+    statuses: frozenset[Status]  # every verdict the rule's function can return (its doc page's table agrees)
     links: tuple[str, ...] = ()
     # Row types a Fail depends on: when collection missed any of them for the subscriptions involved
     # (or anywhere, for types in `needs_anywhere`), the engine reports Unknown instead of Fail.
     needs: tuple[str, ...] = ()
     needs_anywhere: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The one serialised form of the metadata: `rules --json`, rules.json in the archive, the catalog hash."""
+        data = asdict(self)
+        data.update(severity=self.severity.value, scope=self.scope.value,
+                    statuses=[s.value for s in Status if s in self.statuses], links=list(self.links),
+                    needs=list(self.needs), needs_anywhere=list(self.needs_anywhere))
+        return data
 
 
 @dataclass
@@ -107,8 +123,24 @@ def rule(meta: RuleMeta) -> Callable[[Callable[[Any], Result]], Callable[[Any], 
     return register
 
 
-def catalog() -> list[Rule]:
-    """Every registered rule, ordered by id."""
-    from auditors.rules import cluster, pair, registry  # noqa: F401  (registration side effect)
+def _discover() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")  # registration is the import's side effect
 
+
+@cache
+def catalog() -> list[Rule]:
+    """Every rule, ordered by id (the package's modules are imported once to register them)."""
+    _discover()
     return [RULES[key] for key in sorted(RULES)]
+
+
+def catalog_document() -> list[dict[str, Any]]:
+    return [r.meta.to_dict() for r in catalog()] + [{"id": rule_id, "reserved": text}
+                                                     for rule_id, text in RESERVED.items()]
+
+
+def catalog_version() -> str:
+    """Short hash of exactly the catalog document that `rules --json` prints and the archive stores."""
+    text = json.dumps(catalog_document(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

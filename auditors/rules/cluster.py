@@ -10,7 +10,7 @@ from auditors.model import (
     T_IDENTITY,
     T_SUBSCRIPTION,
 )
-from auditors.rules import Result, RuleMeta, Scope, Severity, failed, not_applicable, passed, rule, unknown
+from auditors.rules import Result, RuleMeta, Scope, Severity, Status, failed, not_applicable, passed, rule, unknown
 from auditors.rules.context import ClusterContext
 
 LINK_MI = "https://learn.microsoft.com/azure/aks/use-managed-identity"
@@ -25,6 +25,7 @@ LINK_KUBELET = "https://learn.microsoft.com/azure/aks/pre-created-kubelet-manage
     category="Identity",
     seed_cause=4,
     needs=(T_IDENTITY, T_SUBSCRIPTION),
+    statuses=frozenset({Status.PASS, Status.FAIL, Status.UNKNOWN}),
     synopsis="The cluster has an identity to pull images with, and its kubelet identity still exists.",
     remediation=(
         "# Move the cluster to managed identity (creates a kubelet identity):\n"
@@ -82,6 +83,7 @@ def usable_pull_identity(ctx: ClusterContext) -> Result:
     scope=Scope.CLUSTER,
     category="Identity",
     seed_cause=4,
+    statuses=frozenset({Status.PASS, Status.FAIL, Status.UNKNOWN, Status.NOT_APPLICABLE}),
     synopsis="Clusters authenticate to ACR with a managed (kubelet) identity rather than a service principal secret.",
     remediation=(
         "az aks update --resource-group {cluster_rg} --name {cluster_name} --enable-managed-identity\n"

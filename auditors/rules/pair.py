@@ -14,7 +14,7 @@ from auditors.model import (
     T_SUBSCRIPTION,
     T_VNET,
 )
-from auditors.rules import Result, RuleMeta, Scope, Severity, failed, not_applicable, passed, rule, unknown
+from auditors.rules import Result, RuleMeta, Scope, Severity, Status, failed, not_applicable, passed, rule, unknown
 from auditors.rules.context import PairContext
 
 DOCS_ACR = "https://learn.microsoft.com/azure/container-registry"
@@ -86,6 +86,7 @@ def _mode_verdict(ctx: PairContext, mode: str) -> Result:
     category="Identity",
     seed_cause=1,
     needs=(T_ROLE_ASSIGNMENT, T_ROLE_DEFINITION, T_SUBSCRIPTION),
+    statuses=frozenset({Status.PASS, Status.FAIL, Status.UNKNOWN}),
     synopsis="The cluster's kubelet identity (or service principal) holds a role that grants image pull on the "
              "registry, directly or inherited.",
     remediation=(
@@ -126,6 +127,7 @@ def identity_can_pull(ctx: PairContext) -> Result:
     category="Network",
     seed_cause=3,
     needs_anywhere=(T_VNET, T_PRIVATE_ENDPOINT, T_PUBLIC_IP, T_NAT_GATEWAY),
+    statuses=frozenset({Status.PASS, Status.FAIL, Status.UNKNOWN}),
     synopsis="The registry accepts the cluster's traffic: through its public endpoint (firewall allows the "
              "cluster's egress IPs) or through an approved private endpoint in the node VNet or a peered VNet.",
     remediation=(
@@ -181,6 +183,7 @@ def network_route_exists(ctx: PairContext) -> Result:
     category="DNS",
     seed_cause=3,
     needs_anywhere=(T_VNET, T_DNS_LINK),
+    statuses=frozenset({Status.PASS, Status.FAIL, Status.UNKNOWN, Status.NOT_APPLICABLE}),
     synopsis="When a private endpoint is the route, the privatelink.azurecr.io zone is linked to the node VNet so "
              "nodes resolve the registry to the private address.",
     remediation=(
@@ -222,6 +225,7 @@ def private_dns_resolves(ctx: PairContext) -> Result:
     category="Region",
     seed_cause=6,
     needs=(T_REPLICATION,),
+    statuses=frozenset({Status.PASS, Status.FAIL, Status.UNKNOWN}),
     synopsis="The registry, or one of its geo-replications, is in the cluster's region, so pulls stay in-region.",
     remediation=(
         "# Premium registries: add a replica in the cluster's region\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from auditors.rules import Result, RuleMeta, Scope, Severity, failed, not_applicable, passed, rule, unknown
+from auditors.rules import Result, RuleMeta, Scope, Severity, Status, failed, not_applicable, passed, rule, unknown
 from auditors.rules.context import RegistryContext
 
 DOCS = "https://learn.microsoft.com/azure/container-registry"
@@ -29,6 +29,7 @@ def _without_properties(ctx: RegistryContext) -> Result | None:
     scope=Scope.REGISTRY,
     category="Posture",
     seed_cause=5,
+    statuses=frozenset({Status.PASS, Status.FAIL, Status.UNKNOWN}),
     synopsis="The registry's shared admin account is disabled; clusters pull with Entra identities instead.",
     remediation=(
         "# Find what still uses the admin credentials (imagePullSecrets, CI), move it to AcrPull, then:\n"
@@ -54,6 +55,7 @@ def admin_user_disabled(ctx: RegistryContext) -> Result:
     scope=Scope.REGISTRY,
     category="Posture",
     seed_cause=None,
+    statuses=frozenset({Status.PASS, Status.FAIL, Status.UNKNOWN, Status.NOT_APPLICABLE}),
     synopsis="Anonymous (unauthenticated) pull is disabled, so only authorised identities can read images.",
     remediation="az acr update --name {registry_name} --resource-group {registry_rg} --anonymous-pull-enabled false",
     links=(f"{DOCS}/anonymous-pull-access",),
@@ -79,6 +81,7 @@ def anonymous_pull_disabled(ctx: RegistryContext) -> Result:
     scope=Scope.REGISTRY,
     category="Network",
     seed_cause=None,
+    statuses=frozenset({Status.PASS, Status.FAIL, Status.UNKNOWN, Status.NOT_APPLICABLE}),
     synopsis="A Premium registry restricts network access: public access disabled or the firewall denies by default.",
     remediation=(
         "# Allow only known networks (add each cluster's egress IP or range first):\n"

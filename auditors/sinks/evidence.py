@@ -19,7 +19,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from auditors import __version__
-from auditors.findings import FINDING_FIELDS
+from auditors.findings import FINDING_FIELDS, EncodedFinding
+from auditors.rules import catalog_document
+from auditors.sinks.base import SinkStats
 from auditors.sinks.store import ObjectMissing, ObjectStore
 
 MANIFEST = "manifest.json"
@@ -29,13 +31,30 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _catalog() -> list[dict]:
-    from auditors.rules import RESERVED, catalog
+class EvidenceSink:
+    """The run's findings, gzip JSON Lines, gathered for the archive as they are produced."""
 
-    rules = [{**vars(r.meta), "severity": r.meta.severity.value, "scope": r.meta.scope.value,
-              "links": list(r.meta.links), "needs": list(r.meta.needs), "needs_anywhere": list(r.meta.needs_anywhere)}
-             for r in catalog()]
-    return rules + [{"id": rule_id, "reserved": text} for rule_id, text in RESERVED.items()]
+    name = "evidence"
+
+    def __init__(self, work_dir: Path) -> None:
+        self.path = work_dir / "findings.jsonl.gz"
+        self._file = self.path.open("wb")
+        self._gzip = gzip.GzipFile(fileobj=self._file, mode="wb", compresslevel=6, mtime=0)
+        self.stats = SinkStats(self.name)
+
+    def write(self, batch: list[EncodedFinding]) -> None:
+        data = b"\n".join(encoded.line for encoded in batch) + b"\n"
+        self._gzip.write(data)
+        self.stats.rows += len(batch)
+        self.stats.bytes += len(data)
+
+    def close(self) -> SinkStats:
+        self._gzip.close()
+        self._file.close()
+        return self.stats
+
+    def abort(self) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -53,14 +72,14 @@ class EvidenceArchive:
     def prefix(run_id: str, started: datetime) -> str:
         return f"{started:%Y/%m/%d}/{run_id}/"
 
-    def write(self, run_record: dict, *, findings_path: Path, snapshot_path: Path | None, started: datetime,
+    def write(self, run_record: dict, *, findings_gz: Path, snapshot_path: Path | None, started: datetime,
               queries: dict[str, str] | None = None) -> str:
         """Archive one run; returns its prefix. The manifest is written last, so a run with a manifest is whole."""
         prefix = self.prefix(run_record["RunId"], started)
         objects: list[tuple[str, bytes]] = [
-            ("findings.jsonl.gz", gzip.compress(findings_path.read_bytes(), mtime=0)),
+            ("findings.jsonl.gz", findings_gz.read_bytes()),
             ("summary.json", json.dumps(run_record, indent=2, default=str).encode()),
-            ("rules.json", json.dumps(_catalog(), indent=2).encode()),
+            ("rules.json", json.dumps(catalog_document(), indent=2).encode()),
         ]
         if snapshot_path is not None:
             objects.insert(0, ("snapshot.jsonl.gz", snapshot_path.read_bytes()))

@@ -1,31 +1,74 @@
-"""Write findings as JSON Lines and CSV while they are produced (nothing held twice in memory)."""
+"""Findings as JSON Lines and CSV in an output folder, replaced atomically.
+
+Each run writes temporary files named after itself beside the final ones and renames them into place only
+when every finding is written, so a failed or concurrent run never leaves a half-written or mixed file, and
+the previous run's files stay until the new ones are complete.
+"""
 
 from __future__ import annotations
 
 import csv
-import json
-from collections.abc import Iterable, Iterator
+import os
 from pathlib import Path
 
-from auditors.findings import FINDING_FIELDS, Finding
+from auditors.findings import FINDING_FIELDS, EncodedFinding, csv_row
+from auditors.sinks.base import SinkStats
+
+FINDINGS_JSONL, FINDINGS_CSV = "findings.jsonl", "findings.csv"
 
 
-class LocalSink:
-    def __init__(self, out_dir: str | Path) -> None:
-        self.out_dir = Path(out_dir)
-        self.jsonl_path = self.out_dir / "findings.jsonl"
-        self.csv_path = self.out_dir / "findings.csv"
+class OutputFolderError(ValueError):
+    """The output folder cannot be used; the message names it and why."""
 
-    def write(self, findings: Iterable[Finding]) -> Iterator[Finding]:
-        """Write each finding to both files and pass it on (for the summary)."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with (self.jsonl_path.open("w", encoding="utf-8") as jsonl,
-              self.csv_path.open("w", encoding="utf-8", newline="") as csv_file):
-            table = csv.DictWriter(csv_file, fieldnames=FINDING_FIELDS)
-            table.writeheader()
-            for finding in findings:
-                record = finding.to_record()
-                jsonl.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-                record["Evidence"] = json.dumps(record["Evidence"], ensure_ascii=False, separators=(",", ":"))
-                table.writerow(record)
-                yield finding
+
+def check_output_folder(out_dir: str | Path) -> Path:
+    """The folder, created if missing; raises OutputFolderError when it is a file or cannot be written."""
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise OutputFolderError(f"--out {folder}: is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputFolderError(f"--out {folder}: cannot create the folder: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK):
+        raise OutputFolderError(f"--out {folder}: not writable")
+    return folder
+
+
+class LocalFilesSink:
+    name = "local"
+
+    def __init__(self, out_dir: str | Path, run_id: str) -> None:
+        self.folder = check_output_folder(out_dir)
+        self.paths = [self.folder / FINDINGS_JSONL, self.folder / FINDINGS_CSV]
+        self._temporary = [path.with_name(f".{path.name}.{run_id}.tmp") for path in self.paths]
+        self._jsonl = self._temporary[0].open("wb")
+        self._csv_file = self._temporary[1].open("w", encoding="utf-8", newline="", errors="replace")
+        self._csv = csv.writer(self._csv_file)
+        self._csv.writerow(FINDING_FIELDS)
+        self.stats = SinkStats(self.name)
+
+    def write(self, batch: list[EncodedFinding]) -> None:
+        data = b"\n".join(encoded.line for encoded in batch) + b"\n"
+        self._jsonl.write(data)
+        self._csv.writerows(csv_row(encoded) for encoded in batch)
+        self.stats.rows += len(batch)
+        self.stats.bytes += len(data)
+
+    def close(self) -> SinkStats:
+        for handle in (self._jsonl, self._csv_file):
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        for temporary, path in zip(self._temporary, self.paths, strict=True):
+            os.replace(temporary, path)
+        self.stats.detail["files"] = [str(p) for p in self.paths]
+        return self.stats
+
+    def abort(self) -> None:
+        for handle in (self._jsonl, self._csv_file):
+            if not handle.closed:
+                handle.close()
+        for temporary in self._temporary:
+            temporary.unlink(missing_ok=True)
+

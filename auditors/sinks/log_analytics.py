@@ -1,30 +1,37 @@
 """Findings and run records to Log Analytics through the Logs Ingestion API, without losing rows.
 
-- Records are cut into request bodies of at most 1,000,000 bytes of JSON (the service allows 1 MB per call;
-  the SDK's own chunker can exceed it slightly), each sent by `LogsIngestionClient.upload` (gzip).
-- The SDK sends chunks one after another, so batches go through a bounded thread pool; a limiter on every
-  HTTP attempt keeps the run under the per-DCR limits (12,000 requests and 2 GB a minute). The SDK's retry
-  policy honours `Retry-After` on 429 and retries 5xx and dropped connections.
+- Rows arrive already encoded (one JSON object each); bodies are those bytes joined into a JSON array of at
+  most 1,000,000 bytes (the service allows 1 MB per call), gzip-compressed here and sent as a stream by
+  `LogsIngestionClient.upload`, so nothing is serialised twice.
+- The SDK sends one body at a time, so bodies go through a bounded thread pool; a limiter on every HTTP
+  attempt keeps the run under the per-DCR limits (12,000 requests and 2 GB a minute). The SDK's retry
+  policy honours `Retry-After` on 429 and retries 5xx; dropped connections get our own retries too.
 - Any field over the service's 64 KB limit is cut with an explicit marker; the full value stays in the
   evidence archive (findings.jsonl.gz).
-- Batches that still fail reach `on_error` and are spooled durably; `replay_spool` delivers them at the
-  start of the next run, before new data.
+- Bodies that still fail are spooled durably; `replay_spool` delivers them at the start of the next run,
+  before new data.
 """
 
 from __future__ import annotations
 
-import json
+import gzip
+import io
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import orjson
+
+from auditors.findings import EncodedFinding
+from auditors.sinks.base import SinkStats
 from auditors.sinks.spool import Spool
 
 FIELD_LIMIT = 64 * 1024
 BODY_LIMIT = 1_000_000
+GZIP_LEVEL = 5
 MARKER = "…[truncated by acr-pull-auditor: {size} bytes; the full value is in the evidence archive]"
 
 
@@ -40,29 +47,22 @@ def fit_fields(record: dict) -> dict:
                 cut = value.encode()[:keep].decode(errors="ignore")
                 (fitted := fitted or dict(record))[key] = cut + marker
         elif isinstance(value, dict | list):
-            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-            size = len(text.encode())
-            if size > FIELD_LIMIT:
-                preview = text.encode()[:FIELD_LIMIT // 4].decode(errors="ignore")
+            text = orjson.dumps(value)
+            if len(text) > FIELD_LIMIT:
+                preview = text[:FIELD_LIMIT // 4].decode(errors="ignore")
                 (fitted := fitted or dict(record))[key] = {
-                    "truncated": True, "originalBytes": size, "note": MARKER.format(size=size), "preview": preview}
+                    "truncated": True, "originalBytes": len(text), "note": MARKER.format(size=len(text)),
+                    "preview": preview}
     return fitted or record
 
 
-def batches(records: Iterable[dict], limit: int = BODY_LIMIT) -> Iterator[list[dict]]:
-    """Lists of records whose JSON array, serialised as the SDK does (`json.dumps` defaults), stays within
-    `limit` bytes."""
-    batch: list[dict] = []
-    size = 2
-    for record in records:
-        length = len(json.dumps(record)) + 2
-        if batch and size + length > limit:
-            yield batch
-            batch, size = [], 2
-        batch.append(record)
-        size += length
-    if batch:
-        yield batch
+def fitted_line(line: bytes) -> tuple[bytes, bool]:
+    """The row's JSON with oversized fields cut; only rows longer than the field limit can need it."""
+    if len(line) <= FIELD_LIMIT:
+        return line, False
+    record = orjson.loads(line)
+    fitted = fit_fields(record)
+    return (line, False) if fitted is record else (orjson.dumps(fitted), True)
 
 
 def _transient(error: Exception) -> bool:
@@ -100,9 +100,13 @@ class DcrLimiter:
             self._sent.append((time.monotonic(), size))
             self._bytes += size
 
-    def hook(self, pipeline_request) -> None:
-        body = pipeline_request.http_request.body
-        self.acquire(len(body) if isinstance(body, bytes | bytearray) else 0)
+
+def _body_size(body) -> int:
+    if isinstance(body, bytes | bytearray):
+        return len(body)
+    if isinstance(body, io.BytesIO):
+        return body.getbuffer().nbytes
+    return 0
 
 
 @dataclass
@@ -114,16 +118,63 @@ class UploadStats:
     failed_batches: int = 0
     spooled_rows: int = 0
     truncated_fields: int = 0
+    body_bytes: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {k: v for k, v in vars(self).items() if k != "errors"} | {"errors": self.errors[:20]}
 
+    def add(self, other: UploadStats) -> None:
+        for name, value in vars(other).items():
+            if name == "errors":
+                self.errors += value
+            else:
+                setattr(self, name, getattr(self, name) + value)
+
+
+class _Channel:
+    """Rows of one stream on their way out: gathered into bodies, each body sent by the pool."""
+
+    def __init__(self, sink: LogAnalyticsSink, stream: str, stats: UploadStats) -> None:
+        self.sink, self.stream, self.stats = sink, stream, stats
+        self._lines: list[bytes] = []
+        self._size = 2  # the brackets
+        self._pending: deque[Future] = deque()
+        self._started = time.monotonic()
+
+    def add(self, line: bytes) -> None:
+        line, cut = fitted_line(line)
+        self.stats.truncated_fields += cut
+        if self._lines and self._size + len(line) + 1 > BODY_LIMIT:
+            self._submit()
+        self._lines.append(line)
+        self._size += len(line) + 1
+        self.stats.rows += 1
+
+    def _submit(self) -> None:
+        lines, self._lines, self._size = self._lines, [], 2
+        self.stats.batches += 1
+        self._pending.append(self.sink.pool.submit(self.sink.send, self.stream, lines, self.stats))
+        while len(self._pending) > self.sink.workers * 2:  # bounded memory: wait for the oldest bodies
+            self._pending.popleft().result()
+
+    def finish(self) -> UploadStats:
+        if self._lines:
+            self._submit()
+        while self._pending:
+            self._pending.popleft().result()
+        self.stats.seconds += time.monotonic() - self._started
+        return self.stats
+
 
 class LogAnalyticsSink:
-    def __init__(self, *, endpoint: str, rule_id: str, credential, spool: Spool, workers: int = 4,
-                 limiter: DcrLimiter | None = None, audience: str = "https://monitor.azure.com",
+    """The findings stream as a FindingSink, plus any stream's records (run rows, spool replay)."""
+
+    name = "log-analytics"
+
+    def __init__(self, *, endpoint: str, rule_id: str, credential, spool: Spool, stream: str = "",
+                 workers: int = 4, limiter: DcrLimiter | None = None, audience: str = "https://monitor.azure.com",
                  retry_total: int = 5, retry_backoff_factor: float = 0.5, connection_verify: str | None = None,
                  attempts: int = 3) -> None:
         from azure.monitor.ingestion import LogsIngestionClient
@@ -135,86 +186,99 @@ class LogAnalyticsSink:
         self.attempts = max(1, attempts)  # our own retries on top of the SDK's, e.g. for dropped connections
         self.backoff = retry_backoff_factor
         self._lock = threading.Lock()
-        self._stats: UploadStats | None = None
+        self._current = threading.local()  # the stats the HTTP attempts of this thread's body count into
         kwargs = {"connection_verify": connection_verify} if connection_verify else {}
         self.client = LogsIngestionClient(
             endpoint=endpoint, credential=credential, credential_scopes=[f"{audience.rstrip('/')}/.default"],
             retry_total=retry_total, retry_backoff_factor=retry_backoff_factor, retry_backoff_max=30,
-            raw_request_hook=self.limiter.hook, raw_response_hook=self._observe, **kwargs)
+            raw_request_hook=self._on_request, raw_response_hook=self._on_response, **kwargs)
+        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest")
+        self.findings_stats = UploadStats()
+        self._findings = _Channel(self, stream, self.findings_stats) if stream else None
 
-    def _observe(self, pipeline_response) -> None:
-        stats = self._stats
+    # -- counting every HTTP attempt (also those whose connection drops) -------------------------------------
+    def _on_request(self, pipeline_request) -> None:
+        self.limiter.acquire(_body_size(pipeline_request.http_request.body))
+        stats = getattr(self._current, "stats", None)
         if stats is not None:
             with self._lock:
                 stats.requests += 1
-                stats.throttled += pipeline_response.http_response.status_code == 429
 
-    def upload(self, stream: str, records: Iterable[dict], stats: UploadStats | None = None) -> UploadStats:
-        """Send every record; what still fails after the SDK's retries is spooled. Returns the counts."""
-        stats = stats or UploadStats()
-        self._stats = stats
-        started = time.monotonic()
-
-        def fitted() -> Iterator[dict]:
-            for record in records:
-                result = fit_fields(record)
-                if result is not record:
-                    stats.truncated_fields += 1
-                yield result
-
-        def spool(failure) -> None:
-            name = self.spool.put(stream, failure.failed_logs, f"{type(failure.error).__name__}: {failure.error}")
+    def _on_response(self, pipeline_response) -> None:
+        stats = getattr(self._current, "stats", None)
+        if stats is not None and pipeline_response.http_response.status_code == 429:
             with self._lock:
-                stats.failed_batches += 1
-                stats.spooled_rows += len(failure.failed_logs)
-                stats.errors.append(f"{stream}: {len(failure.failed_logs)} rows spooled to {name}: "
-                                    f"{str(failure.error)[:200]}")
+                stats.throttled += 1
 
-        def send(batch: list[dict]) -> None:
-            rows, attempt = batch, 0
-            while rows:
-                failures: list = []
-                self.client.upload(rule_id=self.rule_id, stream_name=stream, logs=rows, on_error=failures.append)
-                if not failures:
-                    return
+    # -- sending ---------------------------------------------------------------------------------------------
+    def send(self, stream: str, lines: list[bytes], stats: UploadStats) -> None:
+        """One body: sent with retries; what still fails is spooled (never dropped)."""
+        body = gzip.compress(b"[" + b",".join(lines) + b"]", compresslevel=GZIP_LEVEL)
+        with self._lock:
+            stats.body_bytes += len(body)
+        attempt = 0
+        while True:
+            try:
+                self._current.stats = stats
+                self.client.upload(rule_id=self.rule_id, stream_name=stream, logs=io.BytesIO(body))
+                return
+            except Exception as error:
                 attempt += 1
-                if attempt >= self.attempts or not all(_transient(f.error) for f in failures):
-                    for failure in failures:
-                        spool(failure)
-                    return
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-                rows = [row for failure in failures for row in failure.failed_logs]
+                if attempt < self.attempts and _transient(error):
+                    time.sleep(self.backoff * 2 ** (attempt - 1))
+                    continue
+                self._spool(stream, lines, error, stats)
+                return
 
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest") as pool:
-            pending = deque()
-            for batch in batches(fitted()):
-                stats.rows += len(batch)
-                stats.batches += 1
-                pending.append(pool.submit(send, batch))
-                while len(pending) > self.workers * 2:  # bounded memory: wait for the oldest batches
-                    pending.popleft().result()
-            for future in pending:
-                future.result()
-        stats.seconds += time.monotonic() - started
-        return stats
+    def _spool(self, stream: str, lines: list[bytes], error: Exception, stats: UploadStats) -> None:
+        name = self.spool.put(stream, lines, f"{type(error).__name__}: {error}")
+        with self._lock:
+            stats.failed_batches += 1
+            stats.spooled_rows += len(lines)
+            stats.errors.append(f"{stream}: {len(lines)} rows spooled to {name}: {str(error)[:200]}")
+
+    # -- FindingSink -----------------------------------------------------------------------------------------
+    def write(self, batch: list[EncodedFinding]) -> None:
+        for encoded in batch:
+            self._findings.add(encoded.line)
+
+    def close(self) -> SinkStats:
+        stats = self._findings.finish()
+        return SinkStats(self.name, rows=stats.rows, bytes=stats.body_bytes, errors=list(stats.errors),
+                         detail={"upload": stats.as_dict()})
+
+    def abort(self) -> None:
+        """Bodies already handed to the pool finish (or are spooled); nothing more is sent."""
+        if self._findings is not None:
+            self._findings._lines = []
+            self._findings.finish()
+
+    # -- other streams ---------------------------------------------------------------------------------------
+    def upload_records(self, stream: str, records: Iterable[dict]) -> UploadStats:
+        channel = _Channel(self, stream, UploadStats())
+        for record in records:
+            channel.add(orjson.dumps(record))
+        return channel.finish()
 
     def replay_spool(self, progress=None) -> UploadStats:
-        """Deliver spooled batches before new data; an entry is removed only after it was delivered."""
-        stats = UploadStats()
+        """Deliver spooled bodies before new data; an entry is removed only after it was delivered (or its
+        rows failed again and went into a new entry)."""
+        total = UploadStats()
         for name in self.spool.names():
             entry = self.spool.read(name)
             if entry is None:
                 continue
-            attempt = UploadStats()
-            self.upload(entry.stream, entry.rows, attempt)
-            stats.rows += attempt.rows
-            stats.requests += attempt.requests
-            stats.spooled_rows += attempt.spooled_rows
-            stats.errors += attempt.errors
-            # Rows that failed again were written to a new entry by upload(); this one is done either way.
+            channel = _Channel(self, entry.stream, UploadStats())
+            for line in entry.lines:
+                channel.add(line)
+            attempt = channel.finish()
+            total.add(attempt)
             self.spool.remove(name)
             if progress:
-                progress(f"replayed spool entry {name}: {len(entry.rows)} rows to {entry.stream}"
+                progress(f"replayed spool entry {name}: {len(entry.lines)} rows to {entry.stream}"
                          + (f", {attempt.spooled_rows} failed again and were re-spooled" if attempt.spooled_rows
                             else ""))
-        return stats
+        return total
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True)

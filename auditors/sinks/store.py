@@ -110,4 +110,7 @@ class BlobStore:
         return [StoredObject(b.name, b.size) for b in self.container.list_blobs(name_starts_with=prefix or None)]
 
     def location(self, name: str = "") -> str:
-        return f"{self.container.url}/{name}" if name else self.container.url
+        """The object's URL without query string: a SAS token in the connection string never leaks into
+        printed or stored locations."""
+        url = self.container.url.split("?", 1)[0].rstrip("/")
+        return f"{url}/{name}" if name else url

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import sys
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from auditors.findings import FINDING_COLUMNS
@@ -19,28 +20,46 @@ FINDINGS_TABLE, FINDINGS_STREAM = "AcrPullAudit_CL", "Custom-AcrPullAudit"
 RUNS_TABLE, RUNS_STREAM = "AcrPullAuditRuns_CL", "Custom-AcrPullAuditRuns"
 TABLES_FILE = Path(__file__).with_name("log_analytics_tables.json")
 
-RUN_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("TimeGenerated", "datetime"),
-    ("RunId", "string"),
-    ("StartTime", "datetime"),
-    ("EndTime", "datetime"),
-    ("RunStatus", "string"),  # Succeeded | Incomplete | Failed
-    ("Source", "string"),  # live | snapshot | demo
-    ("Scope", "string"),
-    ("SubscriptionsSeen", "long"),
-    ("FindingCount", "long"),
-    ("PassCount", "long"),
-    ("FailCount", "long"),
-    ("UnknownCount", "long"),
-    ("NotApplicableCount", "long"),
-    ("Counts", "dynamic"),  # {ruleId: {status: count}}
-    ("Coverage", "dynamic"),
-    ("Errors", "dynamic"),
-    ("SpoolPending", "long"),
-    ("EvidenceLocation", "string"),
-    ("ToolVersion", "string"),
-    ("RuleCatalogVersion", "string"),
-)
+
+
+def _column(kind: str):
+    """A run-record field and its Log Analytics column type."""
+    return field(default={"string": "", "datetime": "", "long": 0, "boolean": False}[kind], metadata={"kql": kind})
+
+
+DYNAMIC = {"kql": "dynamic"}
+
+
+@dataclass
+class RunRecord:
+    """One row of the runs table per run, whatever happened; its fields are the table's columns, in order."""
+
+    TimeGenerated: str = _column("datetime")
+    RunId: str = _column("string")
+    StartTime: str = _column("datetime")
+    EndTime: str = _column("datetime")
+    RunStatus: str = _column("string")  # Succeeded | Incomplete | Failed
+    Source: str = _column("string")  # live | snapshot | demo
+    Scope: str = _column("string")
+    SubscriptionsSeen: int = _column("long")
+    FindingCount: int = _column("long")
+    PassCount: int = _column("long")
+    FailCount: int = _column("long")
+    UnknownCount: int = _column("long")
+    NotApplicableCount: int = _column("long")
+    Counts: dict = field(default_factory=dict, metadata=DYNAMIC)  # {ruleId: {status: count}}
+    Coverage: dict = field(default_factory=dict, metadata=DYNAMIC)
+    Errors: list = field(default_factory=list, metadata=DYNAMIC)
+    SpoolPending: int = _column("long")
+    EvidenceLocation: str = _column("string")
+    ToolVersion: str = _column("string")
+    RuleCatalogVersion: str = _column("string")
+
+    def to_record(self) -> dict:
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+
+RUN_COLUMNS: tuple[tuple[str, str], ...] = tuple((item.name, item.metadata["kql"]) for item in fields(RunRecord))
 
 # Names Log Analytics reserves for its own columns.
 RESERVED_COLUMNS = {"_resourceid", "id", "_subscriptionid", "tenantid", "type", "uniqueid", "title"}

@@ -1,15 +1,12 @@
-"""Credentials for Azure Resource Manager: a pre-acquired token, or DefaultAzureCredential."""
+"""Credentials: a pre-acquired token, or DefaultAzureCredential."""
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 
 from azure.core.credentials import AccessToken
-
-TOKEN_VARIABLE = "AZURE_ACCESS_TOKEN"
 
 
 def _expiry(token: str) -> int:
@@ -36,31 +33,11 @@ class StaticTokenCredential:
         return "StaticTokenCredential(<redacted>)"
 
 
-MONITOR_TOKEN_VARIABLE = "LOGS_ACCESS_TOKEN"
-STORAGE_TOKEN_VARIABLE = "AUDIT_STORAGE_ACCESS_TOKEN"
-
-
-def _credential(token_variable: str):
-    """A pre-acquired token from `token_variable` when set, else DefaultAzureCredential (managed identity in
-    Azure, `az login` on a laptop)."""
-    token = os.environ.get(token_variable, "").strip()
-    if token:
+def credential(token: str = ""):
+    """A pre-acquired bearer token when given (laptop use), else DefaultAzureCredential (managed identity in
+    Azure, `az login` on a laptop). Which token applies to which service is the settings' business."""
+    if token.strip():
         return StaticTokenCredential(token)
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential(exclude_interactive_browser_credential=True)
-
-
-def arm_credential():
-    """For Resource Manager (Resource Graph): `AZURE_ACCESS_TOKEN` or DefaultAzureCredential."""
-    return _credential(TOKEN_VARIABLE)
-
-
-def monitor_credential():
-    """For the Logs Ingestion API (https://monitor.azure.com): `LOGS_ACCESS_TOKEN` or DefaultAzureCredential."""
-    return _credential(MONITOR_TOKEN_VARIABLE)
-
-
-def storage_credential():
-    """For Blob Storage (https://storage.azure.com): `AUDIT_STORAGE_ACCESS_TOKEN` or DefaultAzureCredential."""
-    return _credential(STORAGE_TOKEN_VARIABLE)

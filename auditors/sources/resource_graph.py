@@ -36,56 +36,18 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from auditors.arm import management_group_chain, norm_id
+from auditors.arm import PUBLIC_ARM_ENDPOINT, management_group_chain, norm_id
 from auditors.model import Gap
+from auditors.scopes import CollectionScope, ScopeError  # noqa: F401  (ScopeError: part of this module's API)
 from auditors.sources.kql import Query, collector_queries
 
 API_VERSION = "2024-04-01"
-DEFAULT_ENDPOINT = "https://management.azure.com"
+DEFAULT_ENDPOINT = PUBLIC_ARM_ENDPOINT
 SUBSCRIPTION_BATCH = 1000
 MANAGEMENT_GROUP_BATCH = 10
 PAGE_SIZE = 1000
 Progress = Callable[[str], None]
 RowSink = Callable[[Query, list[dict]], None]
-
-
-class ScopeError(ValueError):
-    """A --scope value that cannot be used."""
-
-
-@dataclass(frozen=True)
-class CollectionScope:
-    management_groups: tuple[str, ...] = ()
-    subscriptions: tuple[str, ...] = ()
-
-    @classmethod
-    def parse(cls, values: list[str] | None) -> CollectionScope:
-        groups, subscriptions = [], []
-        for value in values or []:
-            kind, _, name = value.partition(":")
-            name = name.strip()
-            if kind.lower() in ("mg", "managementgroup") and name:
-                groups.append(name)
-            elif kind.lower() in ("sub", "subscription") and name:
-                subscriptions.append(name.lower())
-            elif kind.lower() == "tenant" and not name:
-                continue
-            else:
-                raise ScopeError(f"--scope {value!r}: use tenant, mg:NAME or sub:SUBSCRIPTION-ID")
-        if groups and subscriptions:
-            raise ScopeError("--scope: give management groups or subscriptions, not both (run twice instead)")
-        return cls(tuple(dict.fromkeys(groups)), tuple(dict.fromkeys(subscriptions)))
-
-    @property
-    def kind(self) -> str:
-        return "managementGroups" if self.management_groups else "subscriptions" if self.subscriptions else "tenant"
-
-    def describe(self) -> str:
-        if self.management_groups:
-            return "management groups " + ", ".join(self.management_groups)
-        if self.subscriptions:
-            return f"{len(self.subscriptions)} subscription(s)"
-        return "tenant"
 
 
 @dataclass

@@ -1,28 +1,27 @@
-"""One scan: rows (snapshot or live Resource Graph) -> inventory -> findings -> local files + summary.
+"""Where a run's rows come from: a snapshot on disk, the embedded demo, or live collection, into an Inventory.
 
-Shared by the CLI and, later, the Functions app.
+Also capture (live rows into a replayable snapshot folder) and the recorder that keeps the rows a run
+evaluated for the evidence archive.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
-import json
-import time
-import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from auditors import __version__
-from auditors.engine import Evaluator, Progress
 from auditors.model import Gap, Inventory
-from auditors.pairing import PairsConfig, load_pairs_file
-from auditors.report import Summary
-from auditors.sinks.local import LocalSink
 from auditors.sources.snapshot import LoadReport, SnapshotError, iter_snapshot, normalise_row
 
+Progress = Callable[[str], None]
 MANIFEST = "manifest.json"
 
 
@@ -31,21 +30,13 @@ def demo_path() -> Path:
     return Path(str(resources.files("auditors") / "demo"))
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 @dataclass
-class ScanResult:
-    run_id: str
-    summary: Summary
+class Loaded:
+    """The inventory and how it was obtained."""
+
     inventory: Inventory
-    pairs: int
-    unpaired_clusters: int
-    load: LoadReport | None = None
-    coverage: Any = None  # resource_graph.Coverage for live scans
-    out_files: list[Path] = field(default_factory=list)
-    seconds: float = 0.0
+    load: LoadReport | None = None  # snapshot and demo input
+    coverage: Any = None  # resource_graph.Coverage for live collection
 
 
 def read_manifest(snapshot: str | Path) -> dict | None:
@@ -54,31 +45,37 @@ def read_manifest(snapshot: str | Path) -> dict | None:
     if manifest is None or not manifest.exists():
         return None
     try:
-        return json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SnapshotError(f"{manifest}: unreadable manifest: {exc}") from exc
+        document = orjson.loads(manifest.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise SnapshotError(f"{manifest}: unreadable manifest: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("coverage", {}), dict):
+        raise SnapshotError(f"{manifest}: unreadable manifest: expected an object with a `coverage` object")
+    return document
 
 
-def load_snapshot(snapshot: str | Path, progress: Progress, row_filter=None) -> tuple[Inventory, LoadReport]:
+def load_snapshot(snapshot: str | Path, progress: Progress, row_filter=None) -> Loaded:
     load = LoadReport()
     progress(f"reading snapshot {snapshot}")
+    manifest = read_manifest(snapshot)  # read first: a malformed manifest stops the run before any work
     rows = iter_snapshot(snapshot, load)
     inventory = Inventory.from_rows(row_filter(rows) if row_filter else rows, progress=progress)
     progress("rows per table: " + ", ".join(f"{table} {count:,}" for table, count in sorted(load.tables.items())))
-    manifest = read_manifest(snapshot)
     if manifest:  # a captured snapshot carries what its collection missed
         coverage = manifest.get("coverage") or {}
-        inventory.gaps = [Gap.from_dict(g) for g in coverage.get("gaps") or []]
+        try:
+            inventory.gaps = [Gap.from_dict(g) for g in coverage.get("gaps") or []]
+        except (AttributeError, TypeError) as exc:
+            raise SnapshotError(f"{Path(snapshot) / MANIFEST}: unreadable manifest: gaps: {exc}") from None
         if coverage.get("managementGroupRoleData"):
             inventory.tenant_scope_authorization = True
     for note in (load.skipped + inventory.notes)[:5]:
         progress(f"skipped: {note}")
     if len(load.skipped) + len(inventory.notes) > 5:
         progress(f"... {len(load.skipped) + len(inventory.notes) - 5} more skipped rows")
-    return inventory, load
+    return Loaded(inventory, load=load)
 
 
-def collect_live(collector, progress: Progress, row_filter=None) -> tuple[Inventory, Any]:
+def collect_live(collector, progress: Progress, row_filter=None) -> Loaded:
     """Rows go straight from Resource Graph pages into the inventory (through `row_filter`, if given)."""
     inventory = Inventory()
 
@@ -98,38 +95,27 @@ def collect_live(collector, progress: Progress, row_filter=None) -> tuple[Invent
         progress(f"missing: {gap.query}: {gap.reason}")
     for note in coverage.partial:
         progress(f"partial: {note}")
-    return inventory, coverage
+    return Loaded(inventory, coverage=coverage)
 
 
-def evaluate(inventory: Inventory, out_dir: str | Path, *, config: PairsConfig, run_id: str | None = None,
-             progress: Progress) -> tuple[str, Summary, Evaluator, list[Path]]:
-    progress(f"inventory: {len(inventory.clusters):,} clusters, {len(inventory.registries):,} registries, "
-             f"{inventory.role_assignment_count:,} role assignments, {len(inventory.subscriptions):,} subscriptions")
-    run_id = run_id or str(uuid.uuid4())
-    evaluator = Evaluator(inventory, config, run_id=run_id, time_generated=_now(), progress=progress)
-    summary = Summary()
-    sink = LocalSink(out_dir)
-    for _ in summary.observe(sink.write(evaluator.run())):
-        pass
-    return run_id, summary, evaluator, [sink.jsonl_path, sink.csv_path]
+class RowRecorder:
+    """Gzip JSON Lines copy of every row the run evaluates, for the evidence archive (streamed)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "snapshot.jsonl.gz"
+        self._handle = gzip.open(self.path, "wb", compresslevel=6)  # noqa: SIM115  (closed by close())
+
+    def rows(self, rows: Iterable[dict]) -> Iterator[dict]:
+        for row in rows:
+            self._handle.write(orjson.dumps(row, default=str) + b"\n")
+            yield row
+
+    def close(self) -> None:
+        self._handle.close()
 
 
-def run_scan(snapshot: str | Path | None, out_dir: str | Path, *, pairs_file: str | Path | None = None,
-             run_id: str | None = None, progress: Progress | None = None, collector=None,
-             row_filter=None) -> ScanResult:
-    """Scan a snapshot, or collect live with `collector` when no snapshot is given. `row_filter` sees every
-    row on its way into the inventory (the evidence archive records them through it)."""
-    started = time.monotonic()
-    say = progress or (lambda _msg: None)
-    config = load_pairs_file(pairs_file) if pairs_file else PairsConfig()
-    load = coverage = None
-    if snapshot is not None:
-        inventory, load = load_snapshot(snapshot, say, row_filter)
-    else:
-        inventory, coverage = collect_live(collector, say, row_filter)
-    run_id, summary, evaluator, files = evaluate(inventory, out_dir, config=config, run_id=run_id, progress=say)
-    return ScanResult(run_id, summary, inventory, evaluator.pair_count, evaluator.unpaired_clusters, load, coverage,
-                      files, time.monotonic() - started)
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def capture_snapshot(collector, out_dir: str | Path, progress: Progress | None = None) -> dict:
@@ -143,10 +129,9 @@ def capture_snapshot(collector, out_dir: str | Path, progress: Progress | None =
     def sink(query, rows: list[dict]) -> None:
         handle = handles.get(query.name)
         if handle is None:
-            handle = handles[query.name] = (out / f"{query.name}.jsonl").open("w", encoding="utf-8")
+            handle = handles[query.name] = (out / f"{query.name}.jsonl").open("wb")
             counts[query.name] = 0
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+        handle.write(b"".join(orjson.dumps(row, default=str) + b"\n" for row in rows))
         counts[query.name] += len(rows)
 
     started = _now()
@@ -171,6 +156,6 @@ def capture_snapshot(collector, out_dir: str | Path, progress: Progress | None =
                     for name, q in collector_queries().items()},
         "files": files, "coverage": coverage.as_dict(),
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (out / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
     say(coverage.summary_line())
     return manifest

@@ -1,0 +1,88 @@
+"""The factory beside the pipeline: credentials, clients and stores built from settings, each once.
+
+Settings stay plain data; everything that talks to Azure is built here, lazily, so a local scan never
+touches storage or credentials it does not need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+
+from auditors.settings import Settings
+from auditors.sinks.evidence import EvidenceArchive
+from auditors.sinks.spool import Spool
+from auditors.sinks.store import BlobStore, LocalStore, ObjectStore
+from auditors.sources.credentials import credential
+
+Progress = Callable[[str], None]
+
+
+class Services:
+    def __init__(self, settings: Settings, progress: Progress | None = None, *,
+                 connection_verify: str | None = None) -> None:
+        self.settings = settings
+        self.progress = progress or (lambda _m: None)
+        self.connection_verify = connection_verify  # tests: the emulators' CA (else REQUESTS_CA_BUNDLE or system)
+        self._stores: dict[str, ObjectStore] = {}
+
+    # -- credentials -----------------------------------------------------------------------------------------
+    @cached_property
+    def arm_credential(self):
+        return credential(self.settings.arm_token)
+
+    @cached_property
+    def monitor_credential(self):
+        return credential(self.settings.monitor_token)
+
+    @cached_property
+    def storage_credential(self):
+        return credential(self.settings.storage_token)
+
+    # -- storage ---------------------------------------------------------------------------------------------
+    def store(self, container: str) -> ObjectStore:
+        """Blob container when storage is configured, else a local folder under `local_dir`."""
+        if container not in self._stores:
+            self._stores[container] = self._new_store(container)
+        return self._stores[container]
+
+    def _new_store(self, container: str) -> ObjectStore:
+        settings = self.settings
+        if settings.storage_connection_string or settings.storage_account_url:
+            from azure.storage.blob import BlobServiceClient
+
+            options = {"retry_total": 3, "connection_timeout": 10, "read_timeout": 60}
+            if settings.storage_connection_string:
+                service = BlobServiceClient.from_connection_string(settings.storage_connection_string, **options)
+            else:
+                service = BlobServiceClient(settings.storage_account_url, credential=self.storage_credential,
+                                            **options)
+            return BlobStore(service.get_container_client(container))
+        return LocalStore(Path(settings.local_dir) / container)
+
+    @cached_property
+    def spool(self) -> Spool:
+        return Spool(self.store(self.settings.spool_container))
+
+    @cached_property
+    def evidence_archive(self) -> EvidenceArchive:
+        return EvidenceArchive(self.store(self.settings.evidence_container))
+
+    # -- clients ---------------------------------------------------------------------------------------------
+    def log_analytics(self):
+        from auditors.sinks.log_analytics import LogAnalyticsSink
+
+        settings = self.settings
+        return LogAnalyticsSink(endpoint=settings.ingestion_endpoint, rule_id=settings.dcr_immutable_id,
+                                credential=self.monitor_credential, spool=self.spool,
+                                stream=settings.findings_stream, workers=settings.upload_workers,
+                                audience=settings.monitor_audience, connection_verify=self.connection_verify)
+
+    def resource_graph(self, **options):
+        from auditors.sources.resource_graph import ResourceGraphCollector
+
+        options = {"page_size": 1000, "concurrency": 4, **{k: v for k, v in options.items() if v is not None}}
+        return ResourceGraphCollector(self.arm_credential, endpoint=self.settings.arm_endpoint,
+                                      scope=self.settings.collection_scope, progress=self.progress,
+                                      connection_verify=self.connection_verify, **options)

@@ -1,0 +1,74 @@
+"""The one interface every destination of findings implements, and the fan-out that feeds them.
+
+The evaluator's findings are encoded once (`auditors.findings.encode`) and handed, in batches, to every
+configured sink: local files, the summary, Log Analytics, the evidence archive. No sink reads another's
+output back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from auditors.findings import EncodedFinding, Finding, encode
+
+BATCH = 2000
+
+
+@dataclass
+class SinkStats:
+    """What one sink did with the run's findings."""
+
+    sink: str
+    rows: int = 0
+    bytes: int = 0
+    errors: list[str] = field(default_factory=list)
+    detail: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"sink": self.sink, "rows": self.rows, "bytes": self.bytes, "errors": self.errors[:20], **self.detail}
+
+
+class FindingSink(Protocol):
+    name: str
+
+    def write(self, batch: list[EncodedFinding]) -> None:
+        """Take a batch of findings (their JSON already encoded)."""
+
+    def close(self) -> SinkStats:
+        """Every finding was written: finish (flush, commit, wait for uploads) and report."""
+
+    def abort(self) -> None:
+        """The run failed before all findings were produced: discard what is partial, keep what was there."""
+
+
+def encoded_batches(findings: Iterable[Finding], size: int = BATCH) -> Iterator[list[EncodedFinding]]:
+    batch: list[EncodedFinding] = []
+    for finding in findings:
+        batch.append(encode(finding))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def deliver(findings: Iterable[Finding], sinks: list[FindingSink]) -> dict[str, SinkStats]:
+    """Stream every finding once through every sink. If producing findings fails, every sink is aborted and
+    the error propagates; a sink's own failure to close is its stats' error, not the others' problem."""
+    try:
+        for batch in encoded_batches(findings):
+            for sink in sinks:
+                sink.write(batch)
+    except BaseException:
+        for sink in sinks:
+            sink.abort()
+        raise
+    stats = {}
+    for sink in sinks:
+        try:
+            stats[sink.name] = sink.close()
+        except Exception as exc:  # one destination failing must not hide what the others did
+            stats[sink.name] = SinkStats(sink.name, errors=[f"{sink.name}: {type(exc).__name__}: {exc}"])
+    return stats
