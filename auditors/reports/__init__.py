@@ -1,0 +1,78 @@
+"""Human reports of a run: a self-contained HTML page, a short Markdown summary and summary.json.
+
+    write_reports("out/findings.jsonl", run_record, "out")   # -> [out/report.html, out/report.md, out/summary.json]
+
+The findings are read once, streaming (a path to findings.jsonl, optionally .gz, or any iterable of records).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from auditors.reports.data import ReportData
+from auditors.reports.html import render_html
+from auditors.reports.markdown import render_markdown
+
+__all__ = ["FILE_NAMES", "ReportData", "read_findings", "render_html", "render_markdown", "write_reports"]
+
+FILE_NAMES = {"html": "report.html", "md": "report.md", "json": "summary.json"}
+
+
+def read_findings(path: str | Path) -> Iterator[dict]:
+    """Records of a findings.jsonl (or .jsonl.gz) file, one at a time."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not a JSON record: {exc}") from exc
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            yield record
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    # Not tempfile.mkstemp: its 0600 mode would survive the rename; "x" creates with the umask's mode.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with temporary.open("x", encoding="utf-8", newline="\n") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_reports(findings: str | Path | Iterable[dict], run: dict | None, out_dir: str | Path,
+                  formats: Iterable[str] = ("html", "md", "json"), rules: Iterable | None = None) -> list[Path]:
+    """Build the report data in one pass and write the chosen formats; returns the paths written."""
+    chosen = list(dict.fromkeys(formats))
+    unknown = [name for name in chosen if name not in FILE_NAMES]
+    if unknown:
+        raise ValueError(f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(FILE_NAMES)}")
+    if rules is None:
+        from auditors.rules import catalog
+
+        rules = catalog()
+    records = read_findings(findings) if isinstance(findings, str | Path) else findings
+    data = ReportData.build(records, run or {}, rules)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    renderers = {"html": lambda: render_html(data), "md": lambda: render_markdown(data),
+                 "json": lambda: json.dumps(data.to_json(), indent=2, ensure_ascii=False) + "\n"}
+    written = []
+    for name in chosen:
+        path = out / FILE_NAMES[name]
+        _write_atomically(path, renderers[name]())
+        written.append(path)
+    return written
