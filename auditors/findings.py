@@ -33,7 +33,15 @@ FINDING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("PairSource", "string"),
     ("Message", "string"),
     ("Remediation", "string"),
-    ("Evidence", "dynamic"),
+    ("Controls", "dynamic"),  # compliance control ids the rule provides evidence for
+    ("Exempted", "boolean"),
+    ("ExemptionId", "string"),
+    ("ExemptionExpiresOn", "datetime"),
+    ("FirstSeen", "datetime"),  # when this finding first had its current status
+    ("Change", "string"),  # New | Changed | Unchanged, against the previous run
+    ("LastKnownStatus", "string"),  # for a resource this run could not collect: its status when last seen
+    ("LastSeen", "datetime"),  # ... and when that was
+    ("Evidence", "dynamic"),  # last: encode() splices the encoded evidence in at the end
 )
 FINDING_FIELDS = tuple(name for name, _ in FINDING_COLUMNS)
 
@@ -69,6 +77,14 @@ class Finding:
     PairSource: str = ""
     Message: str = ""
     Remediation: str = ""
+    Controls: list[str] = field(default_factory=list)
+    Exempted: bool = False
+    ExemptionId: str = ""
+    ExemptionExpiresOn: str | None = None
+    FirstSeen: str | None = None
+    Change: str = ""
+    LastKnownStatus: str = ""
+    LastSeen: str | None = None
     Evidence: dict[str, Any] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
@@ -127,4 +143,12 @@ def csv_cell(value: Any) -> str:
 
 def csv_row(encoded: EncodedFinding) -> list[str]:
     finding = encoded.finding
-    return [csv_cell(getattr(finding, name)) for name in FINDING_FIELDS[:-1]] + [encoded.evidence.decode()]
+    return [csv_cell(_cell_text(getattr(finding, name))) for name in FINDING_FIELDS[:-1]] + [encoded.evidence.decode()]
+
+
+def _cell_text(value: Any) -> Any:
+    if isinstance(value, list):
+        return ";".join(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value

@@ -11,17 +11,15 @@ A declared registry that is not in the inventory becomes an unresolved pair (ver
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 from auditors.arm import is_guid, norm_id
 from auditors.identity import pull_principal
 from auditors.model import Cluster, Inventory
 from auditors.rbac import RoleResolver
+from auditors.safe_yaml import DocumentError, load_document
 
 PAIR_TAG = "acr-pull-registries"
 SOURCE_TAG, SOURCE_FILE, SOURCE_RBAC = "tag", "pairs-file", "role-assignment"
@@ -119,13 +117,9 @@ def load_pairs_file(path: str | Path) -> PairsConfig:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise PairsFileError(f"{path}: cannot read pairs file: {exc.strerror or exc}") from exc
-    try:
-        document = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise PairsFileError(f"{path}: invalid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+        document = load_document(path, kind="pairs file")
+    except DocumentError as exc:
+        raise PairsFileError(str(exc)) from None
     if not isinstance(document, dict) or not ({"pairs", "principals", "groups"} & set(document)):
         raise PairsFileError(f"{path}: expected a mapping with `pairs` (and optionally `principals`, `groups`)")
     unknown_keys = set(document) - {"pairs", "principals", "groups"}

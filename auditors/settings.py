@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
+from auditors import ncrontab
 from auditors.arm import PUBLIC_ARM_ENDPOINT
+from auditors.durations import parse_lookback
 from auditors.scopes import CollectionScope, ScopeError
 from auditors.sinks.tables import FINDINGS_STREAM, RUNS_STREAM
 
@@ -56,9 +58,21 @@ class Settings:
     out_dir: str = "out"
     pairs_file: str = ""
     schedule: str = "0 0 */6 * * *"
+    graph: bool = True
+    graph_endpoint: str = "https://graph.microsoft.com"
+    deny_assignments: bool = True
+    container_insights: bool = True
+    logs_query_endpoint: str = "https://api.loganalytics.io"
+    pull_lookback: str = "P1D"
+    exemptions_file: str = ""
+    exemption_max_days: int = 365
+    credential_warn_days: int = 30
+    signing_key_id: str = ""
     arm_token: str = _secret()
     monitor_token: str = _secret()
     storage_token: str = _secret()
+    graph_token: str = _secret()
+    logs_query_token: str = _secret()
 
     # field -> (environment variable, description) — the README's settings table is generated from this
     ENVIRONMENT = {
@@ -84,10 +98,30 @@ class Settings:
         "out_dir": ("AUDIT_OUT_DIR", "folder for findings.jsonl / findings.csv (default `out`)"),
         "pairs_file": ("AUDIT_PAIRS_FILE", "pairs file (YAML or JSON), optional"),
         "schedule": ("AUDIT_SCHEDULE", "six-field NCRONTAB of the timer (default `0 0 */6 * * *`, every 6 hours)"),
+        "graph": ("AUDIT_GRAPH", "`false` to skip Microsoft Graph (group members, service principals and their "
+                                 "credential end dates; default true)"),
+        "graph_endpoint": ("AUDIT_GRAPH_ENDPOINT", "Microsoft Graph endpoint (sovereign clouds: "
+                                                   "https://graph.microsoft.us, https://microsoftgraph.chinacloudapi.cn)"),
+        "deny_assignments": ("AUDIT_DENY_ASSIGNMENTS", "`false` to skip listing deny assignments (default true)"),
+        "container_insights": ("AUDIT_CONTAINER_INSIGHTS", "`false` to skip reading observed pulls from the "
+                                                           "clusters' Log Analytics workspaces (default true)"),
+        "logs_query_endpoint": ("AUDIT_LOGS_QUERY_ENDPOINT", "Log Analytics query endpoint (default "
+                                                             "https://api.loganalytics.io)"),
+        "pull_lookback": ("AUDIT_PULL_LOOKBACK", "how far back observed pulls count, ISO 8601 duration "
+                                                 "(default `P1D`)"),
+        "exemptions_file": ("AUDIT_EXEMPTIONS_FILE", "exemptions (YAML or JSON): a path, or `blob:CONTAINER/NAME` "
+                                                     "in the auditor's storage account"),
+        "exemption_max_days": ("AUDIT_EXEMPTION_MAX_DAYS", "longest an exemption may run from today (default 365)"),
+        "credential_warn_days": ("AUDIT_CREDENTIAL_WARN_DAYS", "warn when a cluster's service principal credential "
+                                                               "expires within this many days (default 30)"),
+        "signing_key_id": ("AUDIT_SIGNING_KEY_ID", "optional Key Vault key id (EC P-256) that signs each evidence "
+                                                   "manifest's hash"),
         "arm_token": ("AZURE_ACCESS_TOKEN", "laptop only: a bearer token for Resource Manager instead of "
                                             "DefaultAzureCredential"),
         "monitor_token": ("LOGS_ACCESS_TOKEN", "laptop only: a bearer token for Azure Monitor"),
         "storage_token": ("AUDIT_STORAGE_ACCESS_TOKEN", "laptop only: a bearer token for Blob Storage"),
+        "graph_token": ("GRAPH_ACCESS_TOKEN", "laptop only: a bearer token for Microsoft Graph"),
+        "logs_query_token": ("LOGS_QUERY_ACCESS_TOKEN", "laptop only: a bearer token for the Log Analytics query API"),
     }
 
     @classmethod
@@ -144,8 +178,23 @@ class Settings:
         check("upload_workers", None if 1 <= self.upload_workers <= 32 else f"{self.upload_workers} must be "
                                                                             "between 1 and 32")
         check("spool_max_mb", None if self.spool_max_mb >= 1 else "must be at least 1")
-        check("schedule", None if valid_schedule(self.schedule) else
-              f"{self.schedule!r} is not a six-field NCRONTAB expression (second minute hour day month day-of-week)")
+        for name in ("graph_endpoint", "logs_query_endpoint"):
+            check(name, _https_problem(getattr(self, name), required="always"))
+        check("signing_key_id", _https_problem(self.signing_key_id) if self.signing_key_id else None)
+        check("exemption_max_days", None if 1 <= self.exemption_max_days <= 3650 else
+              f"{self.exemption_max_days} must be between 1 and 3650")
+        check("credential_warn_days", None if 0 <= self.credential_warn_days <= 365 else
+              f"{self.credential_warn_days} must be between 0 and 365")
+        try:
+            parse_lookback(self.pull_lookback)
+        except ValueError as exc:
+            check("pull_lookback", str(exc))
+        if self.exemptions_file.startswith("blob:"):
+            container, _, name = self.exemptions_file[5:].partition("/")
+            check("exemptions_file", None if _CONTAINER.fullmatch(container) and name else
+                  f"{self.exemptions_file!r}: use blob:CONTAINER/NAME")
+        schedule_problem = ncrontab.problem(self.schedule)
+        check("schedule", schedule_problem and f"{self.schedule!r}: {schedule_problem}")
         try:
             CollectionScope.parse(list(self.scope))
         except ScopeError as exc:
@@ -185,22 +234,9 @@ def _https_problem(url: str, required: str = "") -> str | None:
     return None
 
 
-_CRON_FIELD = re.compile(r"(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*|[A-Za-z]{3}(-[A-Za-z]{3})?")
-_CRON_RANGES = ((0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
-
-
 def valid_schedule(expression: str) -> bool:
-    """A six-field NCRONTAB expression as the Functions timer takes it (numbers, ranges, steps, lists)."""
-    parts = expression.split()
-    if len(parts) != 6:
-        return False
-    for part, (low, high) in zip(parts, _CRON_RANGES, strict=True):
-        if not _CRON_FIELD.fullmatch(part):
-            return False
-        for number in re.findall(r"\d+", part.split("/")[0]):
-            if not low <= int(number) <= high:
-                return False
-    return True
+    """A six-field NCRONTAB expression as the Functions timer takes it."""
+    return ncrontab.problem(expression) is None
 
 
 def settings_table() -> str:

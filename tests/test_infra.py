@@ -43,10 +43,11 @@ NOT_IN_AZURE = {
     # Shared keys are disabled on the storage account; a connection string is for Azurite in development.
     "AUDIT_STORAGE_CONNECTION_STRING",
     # Laptop-only static tokens: in Azure the managed identity signs in.
-    "AZURE_ACCESS_TOKEN", "LOGS_ACCESS_TOKEN", "AUDIT_STORAGE_ACCESS_TOKEN",
+    "AZURE_ACCESS_TOKEN", "LOGS_ACCESS_TOKEN", "AUDIT_STORAGE_ACCESS_TOKEN", "GRAPH_ACCESS_TOKEN",
+    "LOGS_QUERY_ACCESS_TOKEN",
 }
 # Read by the code elsewhere (credentials, requests), never set in Azure: laptop-only static tokens and a custom CA.
-NEVER_SET = {"AZURE_ACCESS_TOKEN", "LOGS_ACCESS_TOKEN", "AUDIT_STORAGE_ACCESS_TOKEN", "REQUESTS_CA_BUNDLE",
+NEVER_SET = {"REQUESTS_CA_BUNDLE",
              *NOT_IN_AZURE}
 # Needed by the host and the SDKs besides Settings.ENVIRONMENT.
 RUNTIME_SETTINGS = {

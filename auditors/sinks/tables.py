@@ -54,6 +54,17 @@ class RunRecord:
     EvidenceLocation: str = _column("string")
     ToolVersion: str = _column("string")
     RuleCatalogVersion: str = _column("string")
+    NewCount: int = _column("long")  # findings whose status is new since the previous run (Fail or Unknown)
+    FixedCount: int = _column("long")  # Fail in the previous run, Pass now
+    ExemptedCount: int = _column("long")
+    ExemptionsSha256: str = _column("string")  # the exemptions file as evaluated
+    CarriedForward: int = _column("long")  # findings kept Unknown for resources this run could not collect
+    UnreadableRows: int = _column("long")
+    QuarantinedSpoolEntries: int = _column("long")
+    Permissions: dict = field(default_factory=dict, metadata=DYNAMIC)  # what each optional source was allowed to read
+    ManifestSha256: str = _column("string")  # the evidence manifest of this run (tamper evidence)
+    PreviousManifestSha256: str = _column("string")  # the manifest it chains to
+    ChainPosition: int = _column("long")
 
     def to_record(self) -> dict:
         return {item.name: getattr(self, item.name) for item in fields(self)}

@@ -38,6 +38,7 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError, Servic
 from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult
 
 from auditors.arm import dig, norm_id, subscription_of
+from auditors.durations import format_lookback, parse_lookback  # noqa: F401  (re-exported)
 from auditors.model import Gap
 
 DEFAULT_ENDPOINT = "https://api.loganalytics.io"
@@ -51,7 +52,6 @@ SERVICE_QUOTA_PER_WINDOW = 200
 PERMANENT_STATUSES = (400, 403, 404)
 PARAMETERS = ("ClusterIds", "WindowStart")
 _PARAMETER_LINE = re.compile(r"^[ \t]*let[ \t]+(\w+)[ \t]*=[^\n]*;[ \t]*$", re.M)
-_DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
 _UNSAFE_IN_LITERAL = re.compile(r'["\\\x00-\x1f]')
 Sink = Callable[[str, list[dict]], None]
 Progress = Callable[[str], None]
@@ -172,31 +172,6 @@ def plan_targets(cluster_rows: Iterable[dict],
 
 
 # -- lookback --------------------------------------------------------------------------------------------------
-
-def parse_lookback(text: str) -> timedelta:
-    """An ISO 8601 duration in weeks, days, hours, minutes and seconds (`P1D`, `PT12H`, `P7D`, `P1DT6H`)."""
-    value = text.strip().upper() if isinstance(text, str) else ""
-    match = _DURATION.fullmatch(value)
-    if not match or value in ("P", "PT") or value.endswith("T"):
-        months_or_years = re.search(r"\d[YM]", value.split("T")[0])
-        hint = " (months and years have no fixed length: use days, e.g. P30D)" if months_or_years else ""
-        raise ValueError(f"lookback {text!r} is not an ISO 8601 duration such as P1D, PT12H or P7D{hint}")
-    weeks, days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-    duration = timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
-    if duration <= timedelta(0):
-        raise ValueError(f"lookback {text!r} must be longer than zero")
-    return duration
-
-
-def format_lookback(duration: timedelta) -> str:
-    """The ISO 8601 spelling `parse_lookback` reads back: P1D, PT12H, P1DT30M, PT90S -> PT1M30S."""
-    days, rest = divmod(round(duration.total_seconds()), 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    time_part = "".join(f"{n}{unit}" for n, unit in ((hours, "H"), (minutes, "M"), (seconds, "S")) if n)
-    text = "P" + (f"{days}D" if days else "") + (f"T{time_part}" if time_part else "")
-    return text if text != "P" else "PT0S"
-
 
 # -- values ----------------------------------------------------------------------------------------------------
 

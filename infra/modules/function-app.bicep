@@ -62,6 +62,15 @@ param auditSchedule string
 @description('AUDIT_PAIRS_FILE: pairs file in the package; empty: none.')
 param auditPairsFile string
 
+@description('Microsoft Graph endpoint (https://graph.microsoft.com; sovereign clouds differ).')
+param graphEndpoint string = 'https://graph.microsoft.com'
+
+@description('Log Analytics query endpoint (https://api.loganalytics.io; sovereign clouds differ).')
+param logsQueryEndpoint string = 'https://api.loganalytics.io'
+
+@description('Key Vault key id that signs evidence manifests; empty: manifests are hash-chained but not signed.')
+param signingKeyId string = ''
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   // checkov:skip=CKV_AZURE_225: a zone outage delays at most one scheduled run, which the no-successful-run alert reports; zone redundancy would limit the regions.
   name: planName
@@ -231,6 +240,48 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'AUDIT_SCHEDULE'
           value: auditSchedule
+        }
+        {
+          name: 'AUDIT_GRAPH'
+          value: 'true'
+        }
+        {
+          // Sovereign clouds: environment().graph is the Azure AD Graph endpoint, not Microsoft Graph.
+          name: 'AUDIT_GRAPH_ENDPOINT'
+          value: graphEndpoint
+        }
+        {
+          name: 'AUDIT_DENY_ASSIGNMENTS'
+          value: 'true'
+        }
+        {
+          name: 'AUDIT_CONTAINER_INSIGHTS'
+          value: 'true'
+        }
+        {
+          name: 'AUDIT_LOGS_QUERY_ENDPOINT'
+          value: logsQueryEndpoint
+        }
+        {
+          name: 'AUDIT_PULL_LOOKBACK'
+          value: 'P1D'
+        }
+        {
+          // Exemptions are a blob in the auditor's own storage account (see README: updating exemptions).
+          name: 'AUDIT_EXEMPTIONS_FILE'
+          value: 'blob:config/exemptions.yaml'
+        }
+        {
+          name: 'AUDIT_EXEMPTION_MAX_DAYS'
+          value: '365'
+        }
+        {
+          name: 'AUDIT_CREDENTIAL_WARN_DAYS'
+          value: '30'
+        }
+        {
+          name: 'AUDIT_SIGNING_KEY_ID'
+          value: signingKeyId
         }
       ]
     }
