@@ -58,6 +58,7 @@ class RunRecord:
     FixedCount: int = _column("long")  # Fail in the previous run, Pass now
     ExemptedCount: int = _column("long")
     ExemptionsSha256: str = _column("string")  # the exemptions file as evaluated
+    Exemptions: dict = field(default_factory=dict, metadata=DYNAMIC)  # {active, expiring, expired, stale}: ids, dates
     CarriedForward: int = _column("long")  # findings kept Unknown for resources this run could not collect
     UnreadableRows: int = _column("long")
     QuarantinedSpoolEntries: int = _column("long")
