@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from auditors import __version__
 
@@ -32,6 +31,15 @@ def _date(text: str):
         return date.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from exc
+
+
+def _run_id(text: str) -> str:
+    from auditors.sinks.evidence import InvalidRunId, check_run_id
+
+    try:
+        return check_run_id(text)
+    except InvalidRunId as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _bounded(low: int, high: int):
@@ -75,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--out", metavar="DIR", help="output directory (AUDIT_OUT_DIR; default ./out)")
     scan.add_argument("--fail-on", metavar="SEVERITY", type=_severity,
                       help="exit 1 when a Fail at or above this severity exists (Low, Medium, High, Critical)")
-    scan.add_argument("--run-id", help="run id to stamp on findings (default: a new UUID)")
+    scan.add_argument("--run-id", type=_run_id, help="run id to stamp on findings (default: a new UUID)")
     scan.add_argument("--quiet", action="store_true", help="no progress output on stderr")
     scan.add_argument("--sink", choices=("local", "log-analytics"), default=None,
                       help="local files only (default), or also Log Analytics (settings from the environment)")
@@ -97,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     for action in (export, verify):
         action.add_argument("--run", metavar="RUN_ID", help="one run instead of a date range")
     export.add_argument("--out", metavar="FILE.zip", required=True)
+    from auditors.evidence_commands import add_arguments as add_evidence_arguments
+
+    add_evidence_arguments(export, verify)
 
     snapshot = commands.add_parser("snapshot", help="collect from Resource Graph into a replayable snapshot")
     snapshot.add_argument("--out", metavar="DIR", required=True, help="directory for the JSONL files and manifest")
@@ -219,36 +230,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _evidence(args: argparse.Namespace) -> int:
+    from auditors import evidence_commands
     from auditors.services import Services
 
-    archive = Services(_settings()).evidence_archive
-    if getattr(args, "run", None):
-        found = archive.find(args.run)
-        if found is None:
-            print(f"error: run {args.run} is not in {archive.store.location()}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        runs = [found]
-    else:
-        runs = archive.runs(args.date_from, args.date_to)
-    if args.action == "list":
-        for run in runs:
-            manifest = archive.manifest(run)
-            print(f"{run.day}  {run.run_id}  {manifest.get('runStatus', ''):<10}  {manifest.get('scope', '')}  "
-                  f"{archive.store.location(run.prefix)}")
-        print(f"{len(runs)} run(s) in {archive.store.location()}", file=sys.stderr)
-        return EXIT_OK
-    if not runs:
-        print("error: no archived runs match", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if args.action == "export":
-        path = archive.export(runs, Path(args.out))
-        print(f"wrote {path} ({len(runs)} run(s))")
-        return EXIT_OK
-    problems = [problem for run in runs for problem in archive.verify(run)]
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    print(f"verified {len(runs)} run(s): {'FAILED, ' + str(len(problems)) + ' problem(s)' if problems else 'intact'}")
-    return EXIT_FAIL_ON if problems else EXIT_OK
+    services = Services(_settings())
+    return evidence_commands.run(args, services.evidence_archive, settings=services.settings)
 
 
 def _snapshot(args: argparse.Namespace) -> int:

@@ -12,6 +12,9 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from auditors.arm import (
     MG_PREFIX,
@@ -42,6 +45,15 @@ T_DNS_ZONE = "microsoft.network/privatednszones"
 T_DNS_LINK = "microsoft.network/privatednszones/virtualnetworklinks"
 T_PUBLIC_IP = "microsoft.network/publicipaddresses"
 T_NAT_GATEWAY = "microsoft.network/natgateways"
+T_DENY_ASSIGNMENT = "microsoft.authorization/denyassignments"
+T_GRAPH_SERVICE_PRINCIPAL = "microsoft.graph/serviceprincipals"
+T_GRAPH_GROUP = "microsoft.graph/groups"
+T_GRAPH_APPLICATION = "microsoft.graph/applications"
+T_KUBE_EVENTS = "containerinsights/kubeevents"
+T_CONTAINER_INVENTORY = "containerinsights/containerinventory"
+EVERYONE = "00000000-0000-0000-0000-000000000000"  # the principal id deny assignments use for all principals
+# Principals that never pull images; their role assignments (often most of a tenant's) are not kept.
+NEVER_PULLING_PRINCIPALS = frozenset({"user", "device"})
 
 ACR_PRIVATE_DNS_ZONE = "privatelink.azurecr.io"
 IDENTITY_MANAGED, IDENTITY_SERVICE_PRINCIPAL = "managed", "service-principal"
@@ -110,6 +122,7 @@ class Cluster(Resource):
     outbound_type: str = ""
     load_balancer_ip_ids: list[str] = field(default_factory=list)
     managed_nat_ip_ids: list[str] = field(default_factory=list)
+    insights_workspace: str = ""  # Log Analytics workspace of Container Insights (normalised id), or ''
 
     @property
     def identity_kind(self) -> str:
@@ -151,7 +164,33 @@ class Cluster(Resource):
             managed_nat_ip_ids=[
                 norm_id(dig(ip, "id")) for ip in as_list(dig(network, "natGatewayProfile", "effectiveOutboundIPs"))
             ],
+            insights_workspace=norm_id(workspace_of(props)),
         )
+
+
+def workspace_of(properties: Any) -> str:
+    """The Log Analytics workspace (ARM id) a cluster's Container Insights sends to, or '' if none.
+
+    Read from `addonProfiles.omsagent.config.logAnalyticsWorkspaceResourceID`, with any key casing (`omsAgent`,
+    `logAnalyticsWorkspaceResourceId`, ...), unless the add-on says `enabled: false` (a missing `enabled` with a
+    workspace configured counts as on); else from
+    `azureMonitorProfile.containerInsights.logAnalyticsWorkspaceResourceId` (newer API versions). Not from
+    `azureMonitorProfile.metrics`: managed Prometheus goes to an Azure Monitor workspace, not Log Analytics.
+    """
+    sources = ((dig(properties, "addonProfiles", "omsagent"), ("config", "logAnalyticsWorkspaceResourceID")),
+               (dig(properties, "azureMonitorProfile", "containerInsights"), ("logAnalyticsWorkspaceResourceId",)))
+    for profile, path in sources:
+        if not isinstance(profile, dict) or _is_false(dig(profile, "enabled")):
+            continue
+        workspace = dig(profile, *path)
+        if isinstance(workspace, str) and workspace.strip():
+            workspace = workspace.strip().rstrip("/")
+            return workspace if workspace.startswith("/") else "/" + workspace
+    return ""
+
+
+def _is_false(value: Any) -> bool:
+    return value is False or (isinstance(value, str) and value.strip().lower() == "false")
 
 
 @dataclass(slots=True)
@@ -301,6 +340,63 @@ class NatGateway:
     has_prefixes: bool
 
 
+@dataclass(slots=True)
+class DenyAssignment:
+    id: str
+    name: str
+    description: str
+    scope: str  # normalised
+    applies_to_children: bool
+    permissions: list[Permission]
+    principals: frozenset[str]  # object ids (lower-case); EVERYONE for all principals
+    excluded: frozenset[str]
+    created_by: str
+    system_protected: bool
+
+
+def deny_assignment_from_row(row: dict) -> DenyAssignment | None:
+    props = row.get("properties")
+    if not isinstance(props, dict) or not props:
+        return None
+    scope = norm_id(dig(props, "scope")) or norm_id(row["id"]).split("/providers/microsoft.authorization/")[0]
+
+    def ids(key: str) -> frozenset[str]:
+        return frozenset(_text(dig(p, "id")).lower() for p in as_list(dig(props, key)) if _text(dig(p, "id")))
+
+    return DenyAssignment(
+        id=row["id"], name=_text(dig(props, "denyAssignmentName")) or _text(row.get("name")),
+        description=_text(dig(props, "description")), scope=scope or ROOT_SCOPE,
+        applies_to_children=dig(props, "doNotApplyToChildScopes") is not True,
+        permissions=[Permission(_strings(dig(p, "actions")), _strings(dig(p, "notActions")),
+                                _strings(dig(p, "dataActions")), _strings(dig(p, "notDataActions")))
+                     for p in as_list(dig(props, "permissions")) if isinstance(p, dict)],
+        principals=ids("principals"), excluded=ids("excludePrincipals"),
+        created_by=_text(dig(props, "createdBy")), system_protected=dig(props, "isSystemProtected") is True)
+
+
+@dataclass(slots=True)
+class ServicePrincipal:
+    object_id: str  # '' when Microsoft Graph says no service principal has this appId
+    app_id: str
+    display_name: str
+    kind: str  # servicePrincipalType: Application, ManagedIdentity, ...
+
+
+@dataclass(slots=True)
+class AppCredential:
+    key_id: str
+    display_name: str
+    end: str  # ISO 8601 end date-time as Graph returns it
+    kind: str  # password or certificate
+
+
+@dataclass(slots=True)
+class Application:
+    app_id: str
+    found: bool  # False: no application object in this tenant (a managed identity, or another tenant's app)
+    credentials: list[AppCredential]
+
+
 @dataclass(frozen=True)
 class Gap:
     """Data that could not be collected: rows of `types` for `subscriptions` (empty: any subscription,
@@ -358,24 +454,48 @@ class Inventory:
         self.registries_by_name: dict[str, list[str]] = defaultdict(list)
         self.registries_by_login_server: dict[str, list[str]] = defaultdict(list)
         self.registries_by_group: dict[str, list[str]] = defaultdict(list)
+        self.deny_assignments_by_scope: dict[str, list[DenyAssignment]] = defaultdict(list)
+        self.service_principals: dict[str, ServicePrincipal] = {}  # appId -> service principal (object id or '')
+        self.group_members: dict[str, frozenset[str] | None] = {}  # group id -> SP members; None: not resolved
+        self.applications: dict[str, Application] = {}  # appId -> application and its credentials
+        self.insights_rows: list[dict] = []  # Container Insights rows (observed pulls), read by auditors.observed
+        self.permissions: dict[str, bool | None] = {}  # what optional sources were allowed to read (None: not asked)
+        self.captured_at: str = ""  # when the data was captured (a snapshot's manifest), '' = now
         self.row_counts: dict[str, int] = defaultdict(int)
         self.role_assignment_count = 0
+        self.never_pulling_assignments = 0  # users' and devices' assignments, not kept
+        self.duplicate_rows = 0  # identical rows of one resource, merged
+        self.conflicting: set[str] = set()  # keys of resources whose duplicate rows disagree (verdicts Unknown)
+        self.unreadable_rows = 0
         self.tenant_scope_authorization = False
         self.gaps: list[Gap] = []
         self.notes: list[str] = []
         self._pending_replicas: list[tuple[str, str]] = []
+        self._fingerprints: dict[str, int] = {}  # resource key -> hash of its row, to tell duplicates apart
+        self._assignments: list[RoleAssignment] = []  # every kept assignment, indexed by principal in finish()
+        self._indexed_principals: set[str] = set()
+        self._scopes: dict[str, str] = {}  # as written -> normalised, interned
+        self._role_guids: dict[str, str] = {}  # a role definition's GUID as written -> lower-case, validated
+        self._unreadable: dict[tuple[str, str], list] = {}  # (type, subscription) -> [count, example]
 
     # -- building -------------------------------------------------------------------------------
 
     @classmethod
     def from_rows(cls, rows: Iterable[dict], progress=None) -> Inventory:
         inventory = cls()
-        for count, row in enumerate(rows, start=1):
-            inventory.add(row)
-            if count % 200_000 == 0:
-                gc.freeze()  # what the inventory holds lives for the whole run: stop rescanning it
-                if progress:
+        # What the inventory holds lives for the whole run and holds no cycles: the cyclic collector would only
+        # rescan millions of objects again and again while they are built.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for count, row in enumerate(rows, start=1):
+                inventory.add(row)
+                if progress and count % 250_000 == 0:
                     progress(f"read {count:,} rows")
+        finally:
+            gc.freeze()
+            if collecting:
+                gc.enable()
         inventory.finish()
         return inventory
 
@@ -396,15 +516,44 @@ class Inventory:
         try:
             handler(self, row)
         except (AttributeError, TypeError, ValueError) as exc:  # a malformed row must not stop the run
-            self.notes.append(f"row {row.get('id')}: ignored, unexpected shape ({exc})")
+            self._unreadable_row(row, row_type, f"unexpected shape ({exc})")
+
+    def _unreadable_row(self, row: dict, row_type: str, why: str) -> None:
+        """A row the model cannot read is a gap for its type and subscription, never an absence: a Fail that
+        depends on it becomes Unknown (the engine), and the run counts it."""
+        self.unreadable_rows += 1
+        row_id = row.get("id") if isinstance(row.get("id"), str) else ""
+        scope = dig(row, "properties", "scope") if isinstance(row.get("properties"), dict) else None
+        subscription = subscription_of(scope if isinstance(scope, str) else row_id)
+        entry = self._unreadable.setdefault((row_type, subscription), [0, f"{row_id or '(no id)'}: {why}"])
+        entry[0] += 1
+
+    def _first_of_key(self, key: str, row: dict) -> bool:
+        """True for the first row of a resource; a repeat is merged when identical, and marks the resource as
+        conflicting (its verdicts Unknown) when it differs."""
+        fingerprint = hash(orjson.dumps(row, default=str))
+        seen = self._fingerprints.get(key)
+        if seen is None:
+            self._fingerprints[key] = fingerprint
+            return True
+        if seen == fingerprint:
+            self.duplicate_rows += 1
+        elif key not in self.conflicting:
+            self.conflicting.add(key)
+            self.notes.append(f"row {key}: several rows with this id disagree; the first is used and its verdicts "
+                              "are Unknown")
+        return False
 
     def _add_cluster(self, row: dict) -> None:
         cluster = Cluster.from_row(row)
-        self.clusters[cluster.key] = cluster
+        if self._first_of_key(cluster.key, row):
+            self.clusters[cluster.key] = cluster
 
     def _add_registry(self, row: dict) -> None:
         registry = Registry.from_row(row)
         key = registry.key
+        if not self._first_of_key(key, row):
+            return
         self.registries[key] = registry
         self.registries_by_name[registry.name.lower()].append(key)
         if registry.login_server:
@@ -416,28 +565,71 @@ class Inventory:
     def _add_replication(self, row: dict) -> None:
         self._pending_replicas.append((parent_id(row["id"]), norm_location(row.get("location"))))
 
+    def _readable(self, row: dict, row_type: str) -> dict | None:
+        """The row's properties when it is the first, readable row of its resource; else None (and recorded)."""
+        props = row.get("properties")
+        if not isinstance(props, dict) or not props:
+            self._unreadable_row(row, row_type, "`properties` is missing or not an object")
+            return None
+        return props if self._first_of_key(norm_id(row["id"]), row) else None
+
     def _add_identity(self, row: dict) -> None:
-        self.identities[norm_id(row["id"])] = _text(dig(row, "properties", "principalId")).lower()
+        key = norm_id(row["id"])
+        if self._first_of_key(key, row):  # existence is what counts; a row without properties still exists
+            self.identities[key] = _text(dig(row, "properties", "principalId")).lower()
 
     def _add_role_assignment(self, row: dict) -> None:
-        props = row.get("properties") if isinstance(row.get("properties"), dict) else {}
-        scope = norm_id(dig(props, "scope")) or norm_id(row["id"]).split("/providers/microsoft.authorization/")[0]
-        scope = scope or ROOT_SCOPE
-        # Scopes, role ids and types repeat across millions of assignments: intern them once.
-        assignment = RoleAssignment(
-            id=row["id"],
-            scope=sys.intern(scope),
-            principal_id=_text(dig(props, "principalId")).lower(),
-            principal_type=sys.intern(_text(dig(props, "principalType"))),
-            role_guid=sys.intern(role_definition_guid(dig(props, "roleDefinitionId"))),
-            condition=_text(dig(props, "condition")),
-        )
+        props = row.get("properties")
+        if props.__class__ is not dict or not props:
+            self._unreadable_row(row, T_ROLE_ASSIGNMENT, "`properties` is missing or not an object")
+            return
         self.role_assignment_count += 1
+        principal_type = props.get("principalType")
+        if principal_type.__class__ is not str:  # not Resource Graph's spelling (a PascalCase export), or absent
+            principal_type = _text(dig(props, "principalType"))
+        if principal_type.lower() in NEVER_PULLING_PRINCIPALS:
+            self.never_pulling_assignments += 1
+            return
+        row_id = row["id"]
+        principal_id, role_id = props.get("principalId"), props.get("roleDefinitionId")
+        if principal_id.__class__ is not str or role_id.__class__ is not str:
+            principal_id, role_id = dig(props, "principalId"), dig(props, "roleDefinitionId")
+        role_guid = self._role_guid(role_id)
+        if not role_guid or principal_id.__class__ is not str or not principal_id:
+            self.role_assignment_count -= 1
+            self._unreadable_row(row, T_ROLE_ASSIGNMENT, "no principalId or roleDefinitionId")
+            return
+        written = props.get("scope")
+        scope = self._scopes.get(written) if written.__class__ is str else None
+        if scope is None:
+            scope = norm_id(written) or norm_id(row_id).split("/providers/microsoft.authorization/")[0] or ROOT_SCOPE
+            scope = sys.intern(scope)  # scopes repeat across millions of assignments
+            if written.__class__ is str:
+                self._scopes[written] = scope
+        condition = props.get("condition")
+        assignment = RoleAssignment(
+            id=row_id, scope=scope, principal_id=principal_id.lower(), principal_type=sys.intern(principal_type),
+            role_guid=role_guid, condition=condition if condition.__class__ is str else "",
+        )
         if scope == ROOT_SCOPE or scope.startswith(MG_PREFIX):
             self.tenant_scope_authorization = True
-        if assignment.principal_type.lower() in ("group", "foreigngroup"):
+        if principal_type in ("Group", "ForeignGroup") or principal_type.lower() in ("group", "foreigngroup"):
             self.group_assignments_by_scope[scope].append(assignment)
-        self.assignments_by_principal[assignment.principal_id].append(assignment)
+        self._assignments.append(assignment)
+
+    def _role_guid(self, role_id) -> str:
+        """The GUID of a role definition id, cached by the id's last 36 characters: a tenant has a few hundred
+        roles but its assignments spell their ids in as many ways as it has subscriptions."""
+        if role_id.__class__ is not str:
+            return ""
+        tail = role_id[-36:]
+        guid = self._role_guids.get(tail)
+        if guid is not None and role_id[-53:-36].lower() == "/roledefinitions/":
+            return guid
+        guid = sys.intern(role_definition_guid(role_id))
+        if guid == tail.lower():
+            self._role_guids[tail] = guid
+        return guid
 
     def _add_role_definition(self, row: dict) -> None:
         definition = role_definition_from_row(row)
@@ -452,13 +644,17 @@ class Inventory:
         sub = (_text(row.get("subscriptionId")) or subscription_of(row["id"])).lower()
         if not sub:
             return
+        if not self._first_of_key(f"/subscriptions/{sub}", row):
+            return
         chain = management_group_chain(row.get("properties"))
         self.subscriptions[sub] = SubscriptionInfo(
             id=sub, name=_text(row.get("name")), ancestors=chain or [], has_ancestry=bool(chain))
 
     def _add_vnet(self, row: dict) -> None:
         key = norm_id(row["id"])
-        props = row.get("properties") if isinstance(row.get("properties"), dict) else {}
+        props = self._readable(row, T_VNET)
+        if props is None:
+            return
         subnets = {}
         for subnet in as_list(dig(props, "subnets")):
             subnet_key = norm_id(dig(subnet, "id")) or f"{key}/subnets/{_text(dig(subnet, 'name')).lower()}"
@@ -481,7 +677,9 @@ class Inventory:
 
     def _add_private_endpoint(self, row: dict) -> None:
         key = norm_id(row["id"])
-        props = row.get("properties") if isinstance(row.get("properties"), dict) else {}
+        props = self._readable(row, T_PRIVATE_ENDPOINT)
+        if props is None:
+            return
         targets: dict[str, str] = {}
         for conn in as_list(dig(props, "privateLinkServiceConnections")) + as_list(
             dig(props, "manualPrivateLinkServiceConnections")
@@ -494,6 +692,8 @@ class Inventory:
 
     def _add_dns_link(self, row: dict) -> None:
         link_id = norm_id(row["id"])
+        if self._readable(row, T_DNS_LINK) is None:
+            return
         vnet_key = norm_id(dig(row, "properties", "virtualNetwork", "id"))
         zone_name = last_segment(parent_id(link_id))
         state = _text(dig(row, "properties", "virtualNetworkLinkState")) or _text(
@@ -507,15 +707,63 @@ class Inventory:
             self.acr_dns_zones.append(row["id"])
 
     def _add_public_ip(self, row: dict) -> None:
-        self.public_ips[norm_id(row["id"])] = _text(dig(row, "properties", "ipAddress"))
+        props = self._readable(row, T_PUBLIC_IP)
+        if props is not None:
+            self.public_ips[norm_id(row["id"])] = _text(dig(props, "ipAddress"))
 
     def _add_nat_gateway(self, row: dict) -> None:
-        props = row.get("properties") if isinstance(row.get("properties"), dict) else {}
+        props = self._readable(row, T_NAT_GATEWAY)
+        if props is None:
+            return
         self.nat_gateways[norm_id(row["id"])] = NatGateway(
             row["id"],
             [norm_id(dig(ip, "id")) for ip in as_list(dig(props, "publicIpAddresses"))],
             bool(as_list(dig(props, "publicIpPrefixes"))),
         )
+
+    def _add_deny_assignment(self, row: dict) -> None:
+        deny = deny_assignment_from_row(row)
+        if deny is None:
+            self._unreadable_row(row, T_DENY_ASSIGNMENT, "`properties` is missing or not an object")
+        elif self._first_of_key(norm_id(deny.id), row):
+            self.deny_assignments_by_scope[deny.scope].append(deny)
+
+    def _add_graph_service_principal(self, row: dict) -> None:
+        app_id = _text(row.get("appId")).lower()
+        if not app_id:
+            self._unreadable_row(row, T_GRAPH_SERVICE_PRINCIPAL, "no appId")
+            return
+        object_id = "" if row.get("notFound") is True else _text(row.get("id")).lower()
+        self.service_principals[app_id] = ServicePrincipal(object_id, app_id, _text(row.get("displayName")),
+                                                           _text(row.get("servicePrincipalType")))
+
+    def _add_graph_group(self, row: dict) -> None:
+        group_id = _text(row.get("id")).lower()
+        if not group_id:
+            self._unreadable_row(row, T_GRAPH_GROUP, "no id")
+            return
+        members = row.get("transitiveMembers")
+        if row.get("notFound") is True:
+            self.group_members[group_id] = frozenset()  # a deleted group grants nothing
+        elif isinstance(members, list):
+            self.group_members[group_id] = frozenset(m.lower() for m in members if isinstance(m, str))
+        else:
+            self.group_members.setdefault(group_id, None)
+
+    def _add_graph_application(self, row: dict) -> None:
+        app_id = _text(row.get("appId")).lower()
+        if not app_id:
+            self._unreadable_row(row, T_GRAPH_APPLICATION, "no appId")
+            return
+        credentials = [
+            AppCredential(_text(c.get("keyId")), _text(c.get("displayName")), _text(c.get("endDateTime")), kind)
+            for key, kind in (("passwordCredentials", "password"), ("keyCredentials", "certificate"))
+            for c in as_list(row.get(key)) if isinstance(c, dict)
+        ]
+        self.applications[app_id] = Application(app_id, row.get("notFound") is not True, credentials)
+
+    def _add_insights_row(self, row: dict) -> None:
+        self.insights_rows.append(row)
 
     _HANDLERS = {
         T_CLUSTER: _add_cluster,
@@ -531,6 +779,12 @@ class Inventory:
         T_DNS_LINK: _add_dns_link,
         T_PUBLIC_IP: _add_public_ip,
         T_NAT_GATEWAY: _add_nat_gateway,
+        T_DENY_ASSIGNMENT: _add_deny_assignment,
+        T_GRAPH_SERVICE_PRINCIPAL: _add_graph_service_principal,
+        T_GRAPH_GROUP: _add_graph_group,
+        T_GRAPH_APPLICATION: _add_graph_application,
+        T_KUBE_EVENTS: _add_insights_row,
+        T_CONTAINER_INVENTORY: _add_insights_row,
     }
 
     def finish(self) -> None:
@@ -539,6 +793,37 @@ class Inventory:
             if registry is not None and location:
                 registry.replica_locations.append(location)
         self._pending_replicas.clear()
+        for (row_type, subscription), (count, example) in sorted(self._unreadable.items()):
+            where = f"subscription {subscription}" if subscription else "management-group or tenant scope"
+            self.gaps.append(Gap("unreadable rows", (row_type,), frozenset({subscription} - {""}),
+                                 f"{count} {row_type} row(s) at {where} could not be read, e.g. {example}"))
+        self._unreadable.clear()
+        self._fingerprints.clear()
+        self._scopes.clear()
+        self.index_principals(self._pull_principals())
+
+    def _pull_principals(self) -> set[str]:
+        """Object ids that may pull for a cluster: kubelet identities and service principals Graph resolved."""
+        principals = {c.kubelet_object_id for c in self.clusters.values() if c.kubelet_object_id}
+        principals.update(self.identities.values())
+        principals.update(sp.object_id for sp in self.service_principals.values() if sp.object_id)
+        return principals - {""}
+
+    def index_principals(self, principal_ids) -> None:
+        """Index the role assignments of these principals (the assignments of any other principal are looked up
+        only when asked: most of a tenant's assignments belong to principals that pull for no cluster)."""
+        wanted = set(principal_ids) - self._indexed_principals
+        if not wanted:
+            return
+        self._indexed_principals |= wanted
+        for assignment in self._assignments:
+            if assignment.principal_id in wanted:
+                self.assignments_by_principal[assignment.principal_id].append(assignment)
+
+    def assignments_of(self, principal_id: str) -> list[RoleAssignment]:
+        if principal_id not in self._indexed_principals:
+            self.index_principals({principal_id})
+        return self.assignments_by_principal.get(principal_id, [])
 
     # -- queries ----------------------------------------------------------------------------------
 

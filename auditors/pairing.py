@@ -209,7 +209,7 @@ def pairs_for_cluster(cluster: Cluster, inventory: Inventory, config: PairsConfi
                 declare(token, SOURCE_FILE)
     if principal is None:
         principal = pull_principal(cluster, inventory, config.principals).object_id
-    for assignment in inventory.assignments_by_principal.get(principal, ()) if principal else ():
+    for assignment in inventory.assignments_of(principal) if principal else ():
         if not roles.grants_in_any_mode(assignment.role_guid):
             continue
         if assignment.scope in inventory.registries:

@@ -199,10 +199,15 @@ def _archive(services: Services, outcome: RunOutcome, work: Path, recorder: RowR
         findings = work / "findings.jsonl.gz"
         if not findings.exists():  # the run failed before any finding: archive an empty list
             EvidenceSink(work).close()
-        outcome.evidence_prefix = archive.write(record.to_record(), findings_gz=findings,
-                                                snapshot_path=recorder.path if recorder else None,
-                                                started=outcome.run.started, queries=_query_texts())
-        say(f"evidence archived at {record.EvidenceLocation}")
+        archived = archive.write(record.to_record(), findings_gz=findings,
+                                 snapshot_path=recorder.path if recorder else None, started=outcome.run.started,
+                                 queries=_query_texts())
+        # After writing: summary.json cannot hold the hash of the manifest that lists it; the run row does.
+        outcome.evidence_prefix = archived.prefix
+        record.ManifestSha256, record.PreviousManifestSha256 = archived.manifest_sha256, \
+            archived.previous_manifest_sha256
+        record.ChainPosition = archived.chain_position
+        say(f"evidence archived at {record.EvidenceLocation} (chain position {archived.chain_position})")
     except Exception as exc:
         record.Errors.append(f"evidence archive failed: {type(exc).__name__}: {exc}")
         record.RunStatus = FAILED

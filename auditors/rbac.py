@@ -192,7 +192,7 @@ def pull_access(principal_id: str, registry_id: str, mode: str, resolver: RoleRe
             "the snapshot holds no management-group or root scope role data (it was collected at subscription "
             "scope), so inherited assignments may be missing"
         )
-    for assignment in inventory.assignments_by_principal.get(principal_id, ()):
+    for assignment in inventory.assignments_of(principal_id):
         label = labels.get(assignment.scope)
         if label is None:
             continue

@@ -40,6 +40,18 @@ class Services:
     def storage_credential(self):
         return credential(self.settings.storage_token)
 
+    @cached_property
+    def keyvault_credential(self):
+        return credential(self.settings.keyvault_token)
+
+    @cached_property
+    def graph_credential(self):
+        return credential(self.settings.graph_token)
+
+    @cached_property
+    def logs_query_credential(self):
+        return credential(self.settings.logs_query_token)
+
     # -- storage ---------------------------------------------------------------------------------------------
     def store(self, container: str) -> ObjectStore:
         """Blob container when storage is configured, else a local folder under `local_dir`."""
@@ -59,7 +71,7 @@ class Services:
                 service = BlobServiceClient(settings.storage_account_url, credential=self.storage_credential,
                                             **options)
             return BlobStore(service.get_container_client(container))
-        return LocalStore(Path(settings.local_dir) / container)
+        return LocalStore(Path(settings.local_dir), container=container)
 
     @cached_property
     def spool(self) -> Spool:
@@ -67,7 +79,13 @@ class Services:
 
     @cached_property
     def evidence_archive(self) -> EvidenceArchive:
-        return EvidenceArchive(self.store(self.settings.evidence_container))
+        signer = None
+        if self.settings.signing_key_id:
+            from auditors.sinks.evidence import KeyVaultSigner
+
+            options = {"connection_verify": self.connection_verify} if self.connection_verify else {}
+            signer = KeyVaultSigner(self.settings.signing_key_id, self.keyvault_credential, **options)
+        return EvidenceArchive(self.store(self.settings.evidence_container), signer=signer)
 
     # -- clients ---------------------------------------------------------------------------------------------
     def log_analytics(self):

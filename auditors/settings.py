@@ -73,6 +73,7 @@ class Settings:
     storage_token: str = _secret()
     graph_token: str = _secret()
     logs_query_token: str = _secret()
+    keyvault_token: str = _secret()
 
     # field -> (environment variable, description) — the README's settings table is generated from this
     ENVIRONMENT = {
@@ -122,6 +123,7 @@ class Settings:
         "storage_token": ("AUDIT_STORAGE_ACCESS_TOKEN", "laptop only: a bearer token for Blob Storage"),
         "graph_token": ("GRAPH_ACCESS_TOKEN", "laptop only: a bearer token for Microsoft Graph"),
         "logs_query_token": ("LOGS_QUERY_ACCESS_TOKEN", "laptop only: a bearer token for the Log Analytics query API"),
+        "keyvault_token": ("KEYVAULT_ACCESS_TOKEN", "laptop only: a bearer token for Key Vault (manifest signing)"),
     }
 
     @classmethod

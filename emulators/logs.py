@@ -15,6 +15,12 @@ refused with 400. A row belongs to the workspace its cluster (`ClusterId`, else 
 from the snapshot's AKS cluster rows (omsagent add-on or azureMonitorProfile.containerInsights, any key casing);
 workspace rows (`microsoft.operationalinsights/workspaces`) give the customerId GUIDs.
 
+It also answers the auditor's runs-table query (`auditors/sinks/queries/verify_runs.kql`, which `evidence verify
+--workspace` sends) on one more workspace (`runs_workspace`, a customerId GUID) from a JSON Lines store of landed
+rows, as the ingestion emulator writes it with `--store` (`{"stream": ..., "record": {...}}` per line, read at each
+query, so rows that land later are seen). A line's `receivedAt`, when present, is the row's ingestion time, else
+its TimeGenerated; rows are returned in the file's order, which is the order they landed.
+
 Faults for tests: 429 with Retry-After for the first N query requests, 200 with a PartialError for some
 workspaces, 403 for others, 503 always for others. `GET /stats` returns counters; they are printed on exit.
 """
@@ -30,6 +36,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from auditors.sinks.evidence import verify_runs_query
+from auditors.sinks.tables import RUNS_STREAM
 from auditors.sources.container_insights import insights_queries
 from auditors.sources.kql import normalise
 from emulators.rows import read_rows, row_type
@@ -279,6 +287,40 @@ def running_images(rows: list[dict], cluster_ids: set[str], window_start: dateti
     return [latest[k] for k in sorted(latest)]
 
 
+RUN_ROW_COLUMNS = (("IngestedAt", "datetime"), ("TimeGenerated", "datetime"), ("RunId", "string"),
+                   ("StartTime", "datetime"), ("Scope", "string"), ("RunStatus", "string"),
+                   ("ManifestSha256", "string"), ("PreviousManifestSha256", "string"), ("ChainPosition", "long"))
+VERIFY_RUNS = "verify_runs"
+DEFAULT_RUNS_WORKSPACE = "00000000-0000-4000-8000-00000000a0d1"
+
+
+def run_rows(store: Path, span: tuple[datetime | None, datetime | None]) -> list[dict]:
+    """verify_runs.kql over the landed rows: run rows with a manifest hash, TimeGenerated in the timespan."""
+    if not store.exists():
+        return []
+    result = []
+    for line in store.read_text(encoding="utf-8").splitlines():
+        try:
+            landed = json.loads(line)
+        except ValueError:
+            continue
+        record = landed.get("record") if isinstance(landed, dict) else None
+        if landed.get("stream") != RUNS_STREAM or not isinstance(record, dict) or not _s(record, "ManifestSha256"):
+            continue
+        generated = parse_time(record.get("TimeGenerated"))
+        if not _within(generated, *span):
+            continue
+        position = record.get("ChainPosition")
+        result.append({
+            "IngestedAt": parse_time(landed.get("receivedAt")) or generated, "TimeGenerated": generated,
+            "RunId": _s(record, "RunId"), "StartTime": parse_time(record.get("StartTime")),
+            "Scope": _s(record, "Scope"), "RunStatus": _s(record, "RunStatus"),
+            "ManifestSha256": _s(record, "ManifestSha256"),
+            "PreviousManifestSha256": _s(record, "PreviousManifestSha256"),
+            "ChainPosition": position if isinstance(position, int) and not isinstance(position, bool) else None})
+    return result
+
+
 EVALUATORS = {
     "pull_failures": (T_KUBE_EVENTS, PULL_FAILURE_COLUMNS, pull_failures),
     "running_images": (T_CONTAINER_INVENTORY, RUNNING_IMAGE_COLUMNS, running_images),
@@ -351,12 +393,16 @@ class LogsQueryEmulator(HttpsEmulator):
     """Serve a snapshot's Container Insights rows as the Log Analytics query API."""
 
     def __init__(self, snapshot: str | Path | list[dict], *, faults: LogsFaults | None = None,
-                 ca_out: str | Path | None = None, port: int = 0, now=None) -> None:
+                 ca_out: str | Path | None = None, port: int = 0, now=None, runs_store: str | Path | None = None,
+                 runs_workspace: str = DEFAULT_RUNS_WORKSPACE) -> None:
         rows = snapshot if isinstance(snapshot, list) else list(read_rows(snapshot))
         self.estate = Estate(rows)
         self.faults = faults or LogsFaults()
         self.stats = LogsStats()
         self.queries = known_queries()
+        self.runs_store = Path(runs_store) if runs_store else None
+        self.runs_workspace = runs_workspace.lower()
+        self.runs_query = normalise(verify_runs_query())
         self._now = now or (lambda: datetime.now(UTC))
         self._throttles_left = self.faults.throttle_first
         super().__init__(ca_out=ca_out, port=port)
@@ -369,6 +415,8 @@ class LogsQueryEmulator(HttpsEmulator):
         target = lowered[len("/v1"):-len("/query")]
         if target.startswith("/workspaces/") and target.count("/") == 2:
             guid = target.rsplit("/", 1)[1]
+            if self.runs_store is not None and guid == self.runs_workspace:
+                return Scope(f"runs:{guid}", guid)
             workspace = self.estate.workspace_guids.get(guid)
             return Scope(workspace, guid) if workspace else None
         if target.startswith("/subscriptions/"):
@@ -408,6 +456,8 @@ class LogsQueryEmulator(HttpsEmulator):
         return self._query(scope, body)
 
     def _query(self, scope: Scope, body: dict) -> tuple[int, dict, dict[str, str]]:
+        if normalise(str(body.get("query") or "")) == self.runs_query:
+            return self._runs_query(scope, body)
         parsed = parse_parameters(str(body.get("query") or ""))
         name = self.queries.get(parsed[0]) if parsed else None
         if parsed is None or name is None:
@@ -441,6 +491,25 @@ class LogsQueryEmulator(HttpsEmulator):
             self.stats.per_workspace[scope.label] += 1
             self.stats.per_query[name] += 1
         return 200, payload, {}
+
+    def _runs_query(self, scope: Scope, body: dict) -> tuple[int, dict, dict[str, str]]:
+        if self.runs_store is None or scope.workspace != f"runs:{self.runs_workspace}":
+            self._count("refused")
+            return 400, la_error("BadArgumentError", "The request had some invalid properties", inner={
+                "code": "SemanticError", "message": "'AcrPullAuditRuns_CL' could not be resolved to a table "
+                                                    "(the runs table is served on the runs workspace only)."}), {}
+        try:
+            span = parse_timespan(body.get("timespan"), self._now())
+        except ValueError as exc:
+            self._count("refused")
+            return 400, la_error("BadArgumentError", f"Invalid timespan: {exc}"), {}
+        result = run_rows(self.runs_store, span)
+        with self._lock:
+            self.stats.queries += 1
+            self.stats.rows += len(result)
+            self.stats.per_workspace[scope.label] += 1
+            self.stats.per_query[VERIFY_RUNS] += 1
+        return 200, {"tables": [primary_table(RUN_ROW_COLUMNS, result)]}, {}
 
     def _count(self, counter: str) -> None:
         with self._lock:
@@ -485,8 +554,13 @@ SERVICE, HELP = "logs", "Log Analytics query API over a snapshot's Container Ins
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--snapshot", metavar="PATH", required=True,
+    parser.add_argument("--snapshot", metavar="PATH",
                         help="snapshot with containerinsights/* rows and the AKS cluster rows that map them")
+    parser.add_argument("--runs-store", metavar="FILE",
+                        help="JSON Lines of landed rows (the ingestion emulator's --store): answer the runs-table "
+                             "query of `evidence verify --workspace` from its run rows")
+    parser.add_argument("--runs-workspace", metavar="GUID", default=DEFAULT_RUNS_WORKSPACE,
+                        help=f"workspace id (customerId) that holds the runs table (default {DEFAULT_RUNS_WORKSPACE})")
     parser.add_argument("--throttle", type=int, default=0, metavar="N",
                         help="answer the first N query requests with 429 and Retry-After")
     parser.add_argument("--retry-after", type=int, default=1, metavar="SECONDS", help="Retry-After of those 429s")
@@ -501,4 +575,7 @@ def add_arguments(parser) -> None:
 def build(args) -> LogsQueryEmulator:
     faults = LogsFaults(throttle_first=args.throttle, retry_after=args.retry_after, partial=set(args.partial),
                         forbid=set(args.forbid), fail=set(args.fail))
-    return LogsQueryEmulator(args.snapshot, faults=faults, ca_out=args.ca_out, port=args.port)
+    if not args.snapshot and not args.runs_store:
+        raise ValueError("give --snapshot, --runs-store or both")
+    return LogsQueryEmulator(args.snapshot or [], faults=faults, ca_out=args.ca_out, port=args.port,
+                             runs_store=args.runs_store, runs_workspace=args.runs_workspace)

@@ -44,7 +44,7 @@ NOT_IN_AZURE = {
     "AUDIT_STORAGE_CONNECTION_STRING",
     # Laptop-only static tokens: in Azure the managed identity signs in.
     "AZURE_ACCESS_TOKEN", "LOGS_ACCESS_TOKEN", "AUDIT_STORAGE_ACCESS_TOKEN", "GRAPH_ACCESS_TOKEN",
-    "LOGS_QUERY_ACCESS_TOKEN",
+    "LOGS_QUERY_ACCESS_TOKEN", "KEYVAULT_ACCESS_TOKEN",
 }
 # Read by the code elsewhere (credentials, requests), never set in Azure: laptop-only static tokens and a custom CA.
 NEVER_SET = {"REQUESTS_CA_BUNDLE",

@@ -23,7 +23,7 @@ def test_synthetic_estate_loads_completely_and_exercises_every_rule(tmp_path):
     inventory = Inventory.from_rows(iter_snapshot(tmp_path, report))
     assert report.rows == sum(counts.values()) and report.skipped == []
     assert len(inventory.clusters) == 300 and len(inventory.registries) == 80
-    assert inventory.role_assignment_count == 5000
+    assert inventory.role_assignment_count == 5000 and inventory.never_pulling_assignments > 0
     findings = list(Evaluator(inventory, PairsConfig(), run_id="r", time_generated="t").run())
     seen = {(f.RuleId, f.Status) for f in findings}
     for rule in catalog():

@@ -4,15 +4,21 @@ Accepted shapes per file: a JSON array of rows; an object with a `data` array (w
 `az graph query -o json` and the REST API return), or `data` in table format
 (`columns` + `rows`); a single resource object; JSON Lines; and PSRule for Azure's
 `Export-AzRuleData` output (PascalCase keys, child resources nested under `resources`).
+
+Rows already in Resource Graph's own shape (lower-case `type`, only Resource Graph's top-level keys) take a
+fast path: they are used as parsed. Parsing is orjson's, which refuses what JSON cannot carry safely (lone
+surrogates, integers beyond 64 bits, nesting deeper than 1,024): such a file is unusable input, named with
+its line. Files are capped in size, and symbolic links that leave the snapshot folder are not followed.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from auditors.arm import dig, type_from_id
 
@@ -20,6 +26,10 @@ SNAPSHOT_SUFFIXES = (".json", ".jsonl", ".ndjson")
 STREAMED_SUFFIXES = (".jsonl", ".ndjson")
 # Files a snapshot directory may carry that are not rows.
 NON_ROW_FILES = {"manifest.json"}
+# A whole-document .json file is parsed in memory; past this, JSON Lines is the format to use.
+MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
+# Row types that are not ARM resources and carry no `id` (Container Insights tables).
+ID_LESS_TYPES = ("containerinsights/",)
 
 # Top-level keys as Resource Graph spells them, keyed by lower-case spelling, plus PSRule aliases.
 _CANONICAL_KEYS = {
@@ -29,6 +39,7 @@ _CANONICAL_KEYS = {
         "managedBy", "sku", "plan", "properties", "tags", "identity", "zones", "extendedLocation",
     )
 }
+_RESOURCE_GRAPH_KEYS = frozenset(_CANONICAL_KEYS.values())
 _PSRULE_ALIASES = {
     "resourceid": "id",
     "resourcename": "name",
@@ -53,24 +64,41 @@ class LoadReport:
 
 
 def table_of(row_type: str) -> str:
-    """The Resource Graph table a row of this type lives in."""
+    """The table a row of this type lives in (Resource Graph's, Microsoft Graph's or Container Insights')."""
     lowered = row_type.lower()
     if lowered.startswith("microsoft.authorization/"):
         return "authorizationresources"
     if lowered.startswith(("microsoft.resources/subscriptions", "microsoft.management/")):
         return "resourcecontainers"
+    if lowered.startswith("microsoft.graph/"):
+        return "microsoftgraph"
+    if lowered.startswith(ID_LESS_TYPES):
+        return "containerinsights"
     return "resources"
 
 
-def snapshot_files(path: Path) -> list[Path]:
+def snapshot_files(path: Path, report: LoadReport | None = None) -> list[Path]:
     if not path.exists():
         raise SnapshotError(f"{path}: no such file or directory")
     if path.is_file():
         return [path]
-    files = sorted(
-        p for p in path.rglob("*")
-        if p.is_file() and p.suffix.lower() in SNAPSHOT_SUFFIXES and p.name.lower() not in NON_ROW_FILES
-    )
+    root = path.resolve()
+    files, seen = [], {}
+    for candidate in sorted(path.rglob("*")):
+        if candidate.suffix.lower() not in SNAPSHOT_SUFFIXES or candidate.name.lower() in NON_ROW_FILES:
+            continue
+        target = candidate.resolve()
+        if candidate.is_symlink() and root not in target.parents:
+            if report is not None:
+                report.skip(str(candidate), f"symbolic link to {target}, outside the snapshot folder: not read")
+            continue
+        if target in seen:  # a link to a file that is read already: its rows would only repeat
+            if report is not None:
+                report.skip(str(candidate), f"the same file as {seen[target]}: read once")
+            continue
+        if candidate.is_file():
+            seen[target] = candidate
+            files.append(candidate)
     if not files:
         raise SnapshotError(f"{path}: directory holds no .json, .jsonl or .ndjson files")
     return files
@@ -79,16 +107,29 @@ def snapshot_files(path: Path) -> list[Path]:
 def iter_snapshot(path: str | Path, report: LoadReport | None = None) -> Iterator[dict]:
     """Yield normalised rows from every file under `path`; raise SnapshotError on unusable input."""
     report = report if report is not None else LoadReport()
-    for file in snapshot_files(Path(path)):
+    tables: dict[str, int] = {}  # rows per type, folded into rows per table at the end of each file
+    for file in snapshot_files(Path(path), report):
         report.files += 1
         yielded = 0
         for where, raw in _raw_rows(file):
+            row_type = row_id = None
+            if raw.__class__ is dict:
+                row_type, row_id = raw.get("type"), raw.get("id")
+            if (row_type.__class__ is str and row_type.islower() and row_id.__class__ is str and row_id
+                    and raw.keys() <= _RESOURCE_GRAPH_KEYS):  # already in Resource Graph's shape: as parsed
+                yielded += 1
+                tables[row_type] = tables.get(row_type, 0) + 1
+                yield raw
+                continue
             for row in _flatten(raw, where, report):
                 yielded += 1
-                report.rows += 1
-                table = table_of(row["type"])
-                report.tables[table] = report.tables.get(table, 0) + 1
+                tables[row["type"]] = tables.get(row["type"], 0) + 1
                 yield row
+        report.rows += yielded
+        for row_type, count in tables.items():
+            table = table_of(row_type)
+            report.tables[table] = report.tables.get(table, 0) + count
+        tables.clear()
         if yielded == 0 and not _is_empty_document(file):
             raise SnapshotError(
                 f"{file}: unknown shape: no Azure resource rows found (expected rows with `id` and `type`, "
@@ -100,62 +141,84 @@ def iter_snapshot(path: str | Path, report: LoadReport | None = None) -> Iterato
 
 def _is_empty_document(file: Path) -> bool:
     try:
-        text = file.read_text(encoding="utf-8-sig").strip()
+        text = file.read_bytes().decode("utf-8-sig", errors="replace").strip()
     except OSError:
         return False
     return text in ("", "[]", "{}") or text.replace(" ", "") in ('{"data":[]}',)
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def _raw_rows(file: Path) -> Iterator[tuple[str, Any]]:
     if file.suffix.lower() in STREAMED_SUFFIXES:
-        yield from _json_lines(file, _lines_of(file))
+        yield from _lines_of(file)
         return
     try:
-        text = file.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SnapshotError(f"{file}: cannot read: {exc}") from exc
-    if not text.strip():
+        size = file.stat().st_size
+        if size > MAX_DOCUMENT_BYTES:
+            raise SnapshotError(f"{file}: {size:,} bytes is over the {MAX_DOCUMENT_BYTES:,}-byte limit for a JSON "
+                                "document; write large snapshots as JSON Lines (.jsonl)")
+        data = file.read_bytes()
+    except OSError as exc:
+        raise SnapshotError(f"{file}: cannot read: {exc.strerror or exc}") from None
+    data = data.removeprefix(_BOM)
+    if not data.strip():
         return
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        if _looks_like_json_lines(text):
-            yield from _json_lines(file, enumerate(text.splitlines(), start=1))
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if _looks_like_json_lines(data):
+            yield from _json_lines(file, enumerate(data.splitlines(), start=1))
             return
-        raise SnapshotError(f"{file}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from exc
+        raise SnapshotError(f"{file}: line {exc.lineno} column {exc.colno}: invalid JSON: {_reason(exc)}") from None
     yield from _rows_of_document(file, document)
 
 
-def _lines_of(file: Path) -> Iterator[tuple[int, str]]:
-    try:
-        with file.open(encoding="utf-8-sig") as handle:
-            yield from enumerate(handle, start=1)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SnapshotError(f"{file}: cannot read: {exc}") from exc
+def _reason(exc: orjson.JSONDecodeError) -> str:
+    """orjson's message without its position suffix (the caller names line and column)."""
+    return str(exc.msg).split(": line ")[0]
 
 
-def _looks_like_json_lines(text: str) -> bool:
-    first = next((line for line in text.splitlines() if line.strip()), "")
+def _lines_of(file: Path) -> Iterator[tuple[str | tuple[Path, int], Any]]:
     try:
-        return isinstance(json.loads(first), dict) and text.strip() != first.strip()
-    except json.JSONDecodeError:
+        with file.open("rb") as handle:
+            yield from _json_lines(file, enumerate(handle, start=1))
+    except OSError as exc:
+        raise SnapshotError(f"{file}: cannot read: {exc.strerror or exc}") from None
+
+
+def _looks_like_json_lines(data: bytes) -> bool:
+    first = next((line for line in data.splitlines() if line.strip()), b"")
+    try:
+        return isinstance(orjson.loads(first), dict) and data.strip() != first.strip()
+    except orjson.JSONDecodeError:
         return False
 
 
-def _json_lines(file: Path, lines) -> Iterator[tuple[str, Any]]:
+def _json_lines(file: Path, lines) -> Iterator[tuple[str | tuple[Path, int], Any]]:
+    """JSON Lines records, parsed (the hot path of a large snapshot: keep it lean)."""
+    loads, dict_class = orjson.loads, dict
     for number, line in lines:
-        if not line.strip():
-            continue
         try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SnapshotError(f"{file}: line {number}: invalid JSON Lines record: {exc.msg}") from exc
-        where = f"{file}:{number}"
-        if isinstance(value, list):
-            for index, item in enumerate(value):
-                yield f"{where}[{index}]", item
+            value = loads(line.removeprefix(_BOM) if number == 1 else line)
+        except orjson.JSONDecodeError as exc:
+            if not line.strip():
+                continue
+            raise SnapshotError(f"{file}: line {number}: invalid JSON Lines record: {_reason(exc)}") from None
+        if value.__class__ is dict_class:
+            yield (file, number), value  # the place is spelled out only if the row turns out to need it
         else:
-            yield where, value
+            yield from _non_object_record(file, number, value)
+
+
+def _non_object_record(file: Path, number: int, value: Any) -> Iterator[tuple[str, Any]]:
+    where = f"{file}:{number}"
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            yield f"{where}[{index}]", item
+    else:
+        yield where, value
 
 
 def _rows_of_document(file: Path, document: Any) -> Iterator[tuple[str, Any]]:
@@ -171,7 +234,11 @@ def _rows_of_document(file: Path, document: Any) -> Iterator[tuple[str, Any]]:
             yield f"{file}: data[{index}]", item
         return
     if isinstance(data, dict) and isinstance(dig(data, "rows"), list):
-        columns = [dig(c, "name") if isinstance(c, dict) else c for c in dig(data, "columns", default=[])]
+        columns = dig(data, "columns", default=[])
+        if not isinstance(columns, list):
+            raise SnapshotError(f"{file}: unknown shape: `data.columns` is a JSON {type(columns).__name__}, "
+                                "not a list of columns")
+        columns = [dig(c, "name") if isinstance(c, dict) else c for c in columns]
         for index, values in enumerate(dig(data, "rows")):
             cells = values if isinstance(values, list) else []
             yield f"{file}: data.rows[{index}]", dict(zip(columns, cells, strict=False))
@@ -203,13 +270,17 @@ def normalise_row(raw: dict) -> dict:
     return row
 
 
-def _flatten(raw: Any, where: str, report: LoadReport) -> Iterator[dict]:
+def _flatten(raw: Any, where: str | tuple[Path, int], report: LoadReport) -> Iterator[dict]:
+    if isinstance(where, tuple):
+        where = f"{where[0]}:{where[1]}"
     if not isinstance(raw, dict):
         report.skip(where, f"row is a JSON {type(raw).__name__}, not an object")
         return
     children = dig(raw, "resources")
     row = normalise_row({k: v for k, v in raw.items() if not (isinstance(k, str) and k.lower() == "resources")})
-    if not isinstance(row.get("id"), str) or not row["id"].strip():
+    if row["type"].startswith(ID_LESS_TYPES):
+        yield row
+    elif not isinstance(row.get("id"), str) or not row["id"].strip():
         report.skip(where, "row has no `id`")
     elif not row["type"]:
         report.skip(where, f"row {row['id']} has no `type`")
