@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 from auditors.arm import subscription_of
 from auditors.findings import Finding, finding_id
@@ -13,6 +14,17 @@ from auditors.rules import Result, Rule, Scope, Status, catalog, unknown
 from auditors.rules.context import ClusterContext, Environment, PairContext, RegistryContext
 
 Progress = Callable[[str], None]
+
+
+def _moment(inventory: Inventory) -> datetime:
+    """The time verdicts are made for: when the data was captured (a replayed snapshot gives the same verdicts
+    later), else now."""
+    if inventory.captured_at:
+        try:
+            return datetime.fromisoformat(inventory.captured_at.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    return datetime.now(UTC)
 
 
 class _Placeholders(dict):
@@ -49,10 +61,12 @@ def _unless_data_missing(rule: Rule, result: Result, inventory: Inventory, subsc
 
 class Evaluator:
     def __init__(self, inventory: Inventory, config: PairsConfig, *, run_id: str, time_generated: str,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, now: datetime | None = None,
+                 credential_warn_days: int = 30) -> None:
         self.inventory = inventory
         self.config = config
-        self.env = Environment(inventory, config.principals, config.groups)
+        self.env = Environment(inventory, config.principals, config.groups, now=now or _moment(inventory),
+                               credential_warn_days=credential_warn_days)
         self.run_id = run_id
         self.time_generated = time_generated
         self.progress = progress

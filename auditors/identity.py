@@ -34,11 +34,26 @@ def pull_principal(cluster: Cluster, inventory: Inventory, principal_map: dict[s
         object_id = principal_map.get(client_id, "")
         if object_id:
             return PullPrincipal(object_id, "service principal")
+        known = inventory.service_principals.get(client_id)
+        if known is not None and not known.object_id:
+            return PullPrincipal("", "service principal", f"the cluster's service principal appId {client_id} no "
+                                                          "longer exists in Microsoft Graph (see AKS-ACR-012)")
         return PullPrincipal(
             "", "service principal",
-            f"the cluster authenticates as service principal appId {client_id}; Resource Graph does not map appIds "
-            "to object ids (add it under `principals:` in the pairs file)",
+            f"the cluster authenticates as service principal appId {client_id}, whose object id Microsoft Graph did "
+            f"not give ({_graph_state(inventory, 'Application.Read.All')}); it can also be declared under "
+            "`principals:` in the pairs file",
         )
     if kind == IDENTITY_NONE:
         return PullPrincipal("", "none", "the cluster has no identity (identity type None, no service principal)")
     return PullPrincipal("", "unknown", "the cluster row has neither servicePrincipalProfile nor identity")
+
+
+def _graph_state(inventory: Inventory, permission: str) -> str:
+    """Why Microsoft Graph data is missing, for messages: not permitted, not queried, or not found."""
+    permitted = inventory.permissions.get(permission)
+    if permitted is False:
+        return f"the auditor's identity lacks the Microsoft Graph permission {permission}"
+    if permission not in inventory.permissions:
+        return f"Microsoft Graph was not queried; it needs {permission}"
+    return "the lookup did not answer"

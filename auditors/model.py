@@ -350,6 +350,7 @@ class DenyAssignment:
     permissions: list[Permission]
     principals: frozenset[str]  # object ids (lower-case); EVERYONE for all principals
     excluded: frozenset[str]
+    groups: frozenset[str]  # those of the ids above that are groups (membership decides)
     created_by: str
     system_protected: bool
 
@@ -360,8 +361,9 @@ def deny_assignment_from_row(row: dict) -> DenyAssignment | None:
         return None
     scope = norm_id(dig(props, "scope")) or norm_id(row["id"]).split("/providers/microsoft.authorization/")[0]
 
-    def ids(key: str) -> frozenset[str]:
-        return frozenset(_text(dig(p, "id")).lower() for p in as_list(dig(props, key)) if _text(dig(p, "id")))
+    def ids(key: str, kinds: tuple[str, ...] = ()) -> frozenset[str]:
+        return frozenset(_text(dig(p, "id")).lower() for p in as_list(dig(props, key))
+                         if _text(dig(p, "id")) and (not kinds or _text(dig(p, "type")).lower() in kinds))
 
     return DenyAssignment(
         id=row["id"], name=_text(dig(props, "denyAssignmentName")) or _text(row.get("name")),
@@ -371,6 +373,7 @@ def deny_assignment_from_row(row: dict) -> DenyAssignment | None:
                                 _strings(dig(p, "dataActions")), _strings(dig(p, "notDataActions")))
                      for p in as_list(dig(props, "permissions")) if isinstance(p, dict)],
         principals=ids("principals"), excluded=ids("excludePrincipals"),
+        groups=ids("principals", ("group", "foreigngroup")) | ids("excludePrincipals", ("group", "foreigngroup")),
         created_by=_text(dig(props, "createdBy")), system_protected=dig(props, "isSystemProtected") is True)
 
 
@@ -460,6 +463,7 @@ class Inventory:
         self.applications: dict[str, Application] = {}  # appId -> application and its credentials
         self.insights_rows: list[dict] = []  # Container Insights rows (observed pulls), read by auditors.observed
         self.permissions: dict[str, bool | None] = {}  # what optional sources were allowed to read (None: not asked)
+        self.deny_listed = False  # deny assignments were listed (live, or a captured snapshot says so)
         self.captured_at: str = ""  # when the data was captured (a snapshot's manifest), '' = now
         self.row_counts: dict[str, int] = defaultdict(int)
         self.role_assignment_count = 0
@@ -826,6 +830,16 @@ class Inventory:
         return self.assignments_by_principal.get(principal_id, [])
 
     # -- queries ----------------------------------------------------------------------------------
+
+    def deny_unchecked(self, resource_id: str) -> str:
+        """Why deny assignments over this resource are unknown, or '' when they were listed."""
+        gaps = self.missing([T_DENY_ASSIGNMENT], {subscription_of(resource_id)})
+        if gaps:
+            return f"deny assignments could not be listed ({gaps[0].reason})"
+        if self.deny_listed or self.collected(T_DENY_ASSIGNMENT):
+            return ""
+        return ("deny assignments were not collected (Resource Graph does not hold them: a live run lists them with "
+                "Microsoft.Authorization/denyAssignments/read)")
 
     def in_scope(self, subscription_id: str) -> bool:
         return subscription_id.lower() in self.subscriptions and not self.missing(

@@ -86,7 +86,7 @@ def render(summary: Summary, rules: list[Rule]) -> str:
             lines.append(f"  {cluster} -> {registry}: {detail}")
     if summary.undecided_groups:
         top = ", ".join(f"{group} ({count})" for group, count in summary.undecided_groups.most_common(5))
-        lines += ["", "Some pull-permission verdicts are Unknown because a group holds a pull-granting role and "
-                      "Resource Graph cannot show its members.",
-                  f"Declare those groups' members under `groups:` in the pairs file to decide them. Top groups: {top}"]
+        lines += ["", "Some pull-permission verdicts are Unknown because a group holds a pull-granting role and its "
+                      "members were not read from Microsoft Graph (GroupMember.Read.All).",
+                  f"Grant that permission, or declare the members under `groups:` in the pairs file. Top groups: {top}"]
     return "\n".join(lines)

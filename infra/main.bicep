@@ -1,9 +1,10 @@
 // acr-pull-auditor: the scheduled auditor (Flex Consumption Functions app) and everything it reports into.
 //
 // Deployed by `azd up` (azure.yaml at the repository root) at subscription scope: it creates the resource group
-// and deploys the modules under modules/. One thing lives outside any resource group and is therefore NOT in
-// this template: the Reader role of the auditor's identity at the management group it audits (the tenant root
-// group by default). azd's postprovision hook deploys management-group-reader.bicep for that; see azure.yaml.
+// and deploys the modules under modules/. Two grants are NOT in this template: the auditor identity's read roles
+// at the management group it audits (the tenant root group by default; outside any resource group) and its
+// Microsoft Graph application roles (an Entra ID change that needs Entra rights). azd's postprovision hook makes
+// both (azure.yaml; hooks/grant-graph-app-roles.*); docs/permissions.md lists every permission and who grants it.
 //
 // The custom tables and the DCR stream declarations come from ../auditors/sinks/log_analytics_tables.json,
 // which is generated from the Python code (auditors/sinks/tables.py): no column is typed in Bicep.
@@ -74,6 +75,18 @@ param ownerActionGroups array = []
 @description('Alert when a run covers less than this percentage of the most subscriptions a run saw in the look-back.')
 param coverageThresholdPercent int = 90
 
+@description('Read group members and service principals from Microsoft Graph (AUDIT_GRAPH); the hook grants the Graph roles only when on.')
+param microsoftGraph bool = true
+
+@description('Read observed image pulls from Container Insights (AUDIT_CONTAINER_INSIGHTS); the hook grants Log Analytics Reader only when on.')
+param containerInsights bool = true
+
+@description('Sign evidence manifests with an EC P-256 key in a Key Vault created here (AUDIT_SIGNING_KEY_ID); off: hash-chained only.')
+param manifestSigning bool = true
+
+@description('Object id of the Entra ID group allowed to replace the exemptions file (config/exemptions.yaml); empty: nobody but the auditor.')
+param exemptionApproversGroupId string = ''
+
 @description('Tags added to every resource.')
 param tags object = {}
 
@@ -86,6 +99,7 @@ var abbreviations = {
   workspace: 'log-'
   appInsights: 'appi-'
   dataCollectionRule: 'dcr-'
+  keyVault: 'kv-'
 }
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var allTags = union(tags, { 'azd-env-name': environmentName })
@@ -127,6 +141,7 @@ module storage 'modules/storage.bicep' = {
     skuName: storageSkuName
     evidenceRetentionDays: evidenceRetentionDays
     principalId: identity.outputs.principalId
+    exemptionApproversGroupId: exemptionApproversGroupId
   }
 }
 
@@ -171,6 +186,18 @@ module dataCollectionRule 'modules/data-collection-rule.bicep' = {
   }
 }
 
+module signing 'modules/key-vault.bicep' = if (manifestSigning) {
+  name: 'signing'
+  scope: rg
+  params: {
+    name: '${abbreviations.keyVault}${resourceToken}'
+    location: location
+    tags: allTags
+    principalId: identity.outputs.principalId
+    workspaceResourceId: logAnalytics.outputs.id
+  }
+}
+
 module functionApp 'modules/function-app.bicep' = {
   name: 'function-app'
   scope: rg
@@ -195,6 +222,11 @@ module functionApp 'modules/function-app.bicep' = {
     auditScope: effectiveAuditScope
     auditSchedule: auditSchedule
     auditPairsFile: auditPairsFile
+    microsoftGraph: microsoftGraph
+    containerInsights: containerInsights
+    configContainerName: storage.outputs.configContainerName
+    // ARM evaluates only the chosen branch, so the module's output is read only when the module is deployed.
+    signingKeyId: manifestSigning ? signing.outputs.signingKeyId : ''
   }
 }
 
@@ -222,7 +254,8 @@ module alerts 'modules/alerts.bicep' = {
   }
 }
 
-// azd stores these in the environment (.azure/<env>/.env); the postprovision hook reads the last three.
+// azd stores these in the environment (.azure/<env>/.env); the postprovision hook reads AZURE_LOCATION,
+// AUDITOR_PRINCIPAL_ID, AUDIT_READER_MANAGEMENT_GROUP_ID, AUDIT_GRAPH and AUDIT_CONTAINER_INSIGHTS.
 output AZURE_LOCATION string = location
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
@@ -233,3 +266,6 @@ output LOGS_INGESTION_ENDPOINT string = dataCollectionRule.outputs.logsIngestion
 output AUDITOR_CLIENT_ID string = identity.outputs.clientId
 output AUDITOR_PRINCIPAL_ID string = identity.outputs.principalId
 output AUDIT_READER_MANAGEMENT_GROUP_ID string = readerManagementGroupId
+output AUDIT_GRAPH string = microsoftGraph ? 'true' : 'false'
+output AUDIT_CONTAINER_INSIGHTS string = containerInsights ? 'true' : 'false'
+output AUDIT_SIGNING_KEY_ID string = manifestSigning ? signing.outputs.signingKeyId : ''

@@ -7,6 +7,8 @@
   stream declarations and data flows, the tables, the alert rules, the workbook.
 - checkov's Bicep policies pass, with every skip justified in place.
 - Every KQL string (workbook, alert rules, DCR transform) is valid against the real table schemas.
+- The post-provision hook (azure.yaml) and the Microsoft Graph grant script run against a fake `az` that keeps
+  state and evaluates `--query` with JMESPath, as the real CLI does.
 """
 
 from __future__ import annotations
@@ -63,10 +65,14 @@ FLEX_FORBIDDEN = {
 }
 ROLE = {
     "reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+    "log_analytics_reader": "73c42c96-874c-492b-b04d-ab87d138a893",
     "monitoring_metrics_publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
     "storage_blob_data_owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "storage_blob_data_contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    "key_vault_crypto_user": "12338af0-0e69-4776-bea7-57ae8d297424",
 }
 MAIN_PARAMS = {"environmentName": "test", "location": "westeurope", "securityTeamEmail": "security@example.com"}
+APPROVERS_GROUP = "11111111-2222-3333-4444-555555555555"
 OWNERS = [{"owner": "team-payments", "email": "payments@example.com"},
           {"owner": "team-search", "email": "search@example.com"}]
 
@@ -431,21 +437,24 @@ def main() -> Evaluator:
     return Evaluator(MAIN, MAIN_PARAMS)
 
 
-def module_output(module: str, outputs: str, name: str) -> Any:
+def module_output(module: str, outputs: str, name: str, caller: Evaluator | None = None) -> Any:
     """An output of a module as main.bicep calls it; a Ref when only the deployment knows it."""
     assert outputs == "outputs"
-    evaluator = module_evaluator(module)
+    evaluator = module_evaluator(module, caller=caller)
     return evaluator.eval(evaluator.file.of("output")[name].value)
 
 
-def module_evaluator(module: str, overrides: dict[str, Any] | None = None) -> Evaluator:
-    """A module of main.bicep with the parameters main passes; another module's output that is known before the
-    deployment (a container name, a stream) is resolved, the rest stays a Ref to what that module returns."""
+def module_evaluator(module: str, overrides: dict[str, Any] | None = None,
+                     caller: Evaluator | None = None) -> Evaluator:
+    """A module of main.bicep (as `caller`, default main() evaluates it) with the parameters main passes; another
+    module's output that is known before the deployment (a container name, a stream) is resolved, the rest stays
+    a Ref to what that module returns."""
+    caller = caller or main()
     declaration = bicep(MAIN).of("module")[module]
-    (params,) = module_params(main(), module)
+    (params,) = module_params(caller, module)
     for name, value in params.items():
         if isinstance(value, Ref) and len(value.path) == 3 and value.path[1] == "outputs":
-            params[name] = module_output(*value.path)
+            params[name] = module_output(*value.path, caller=caller)
     return Evaluator(module_file(MAIN, declaration), {**params, **(overrides or {})})
 
 
@@ -583,11 +592,30 @@ def test_main_outputs_what_azd_and_the_hook_need():
     outputs = bicep(MAIN).of("output")
     assert {"AZURE_FUNCTION_APP_NAME", "AZURE_LOG_ANALYTICS_WORKSPACE_ID", "LOGS_DCR_IMMUTABLE_ID",
             "LOGS_INGESTION_ENDPOINT", "AZURE_STORAGE_ACCOUNT_NAME", "AUDITOR_PRINCIPAL_ID",
-            "AUDIT_READER_MANAGEMENT_GROUP_ID"} <= set(outputs)
+            "AUDIT_READER_MANAGEMENT_GROUP_ID", "AUDIT_GRAPH", "AUDIT_CONTAINER_INSIGHTS",
+            "AUDIT_SIGNING_KEY_ID"} <= set(outputs)
     azure_yaml = (ROOT / "azure.yaml").read_text(encoding="utf-8")
     for variable in re.findall(r"\$\{?(?:env:)?(AUDIT\w+|AZURE\w+)", azure_yaml):
         assert variable in outputs or variable in ("AZURE_LOCATION", "AZURE_ENV_NAME") or variable.startswith(
             "AUDITOR_SKIP"), f"azure.yaml uses {variable}, which main.bicep does not output"
+
+
+def test_feature_switches_reach_the_app_and_the_hook():
+    """The outputs the hook reads are the same values the app gets, so a grant follows the feature it serves."""
+    for switch, output, setting in (("microsoftGraph", "AUDIT_GRAPH", "AUDIT_GRAPH"),
+                                    ("containerInsights", "AUDIT_CONTAINER_INSIGHTS", "AUDIT_CONTAINER_INSIGHTS")):
+        for on in (True, False):
+            caller = Evaluator(MAIN, {**MAIN_PARAMS, switch: on})
+            expected = "true" if on else "false"
+            assert caller.eval(caller.file.of("output")[output].value) == expected, (switch, on)
+            (app,) = module_evaluator("functionApp", caller=caller).instances("app")
+            settings = {s["name"]: s["value"] for s in app[1]["properties"]["siteConfig"]["appSettings"]}
+            assert settings[setting] == expected, (switch, on)
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert parameters["microsoftGraph"]["value"] == "${AUDITOR_GRAPH=true}"
+    assert parameters["containerInsights"]["value"] == "${AUDITOR_CONTAINER_INSIGHTS=true}"
+    assert parameters["manifestSigning"]["value"] == "${AUDITOR_MANIFEST_SIGNING=true}"
+    assert parameters["exemptionApproversGroupId"]["value"] == "${AUDITOR_EXEMPTION_APPROVERS_GROUP_ID=}"
 
 
 def test_azure_yaml_deploys_this_folder_and_grants_reader():
@@ -597,6 +625,230 @@ def test_azure_yaml_deploys_this_folder_and_grants_reader():
     assert len(re.findall(r"^ +az deployment mg create", azure_yaml, flags=re.M)) == 2  # posix and windows
     assert azure_yaml.count("infra/management-group-reader.bicep") >= 2
     assert azure_yaml.count("principalId=") == 2
+    assert azure_yaml.count("grantLogAnalyticsReader=") == 2
+    assert "sh infra/hooks/grant-graph-app-roles.sh" in azure_yaml
+    assert "pwsh -NoProfile -File infra/hooks/grant-graph-app-roles.ps1" in azure_yaml
+
+
+# -- the post-provision hook and the Graph grant, against a fake `az` ------------------------------------------------
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+GRAPH_APP_ROLES = {  # the ids Microsoft Graph uses; the script must look them up, not assume them
+    "GroupMember.Read.All": "98830695-27a2-44f7-8c18-0c3ebc9698f6",
+    "Application.Read.All": "9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30",
+    "Group.Read.All": "5b567255-7703-4780-807c-7be8301ae99b",
+}
+FAKE_AZ = r'''
+import json, sys
+from pathlib import Path
+import jmespath
+
+STATE = Path(__file__).with_name("state.json")
+state = json.loads(STATE.read_text())
+args = sys.argv[1:]
+state["calls"].append(args)
+
+
+def option(name, default=None):
+    return args[args.index(name) + 1] if name in args else default
+
+
+def reply(document):
+    query, output = option("--query"), option("--output", "json")
+    result = jmespath.search(query, document) if query else document
+    STATE.write_text(json.dumps(state))
+    if output == "none":
+        return
+    if output == "tsv":  # as az prints it: one line per list item, nothing for null
+        for item in result if isinstance(result, list) else [] if result is None else [result]:
+            print(item)
+        return
+    print(json.dumps(result))
+
+
+def fail(message):
+    STATE.write_text(json.dumps(state))
+    sys.stderr.write(message + "\n")
+    sys.exit(1)
+
+
+graph = "https://graph.microsoft.com/v1.0"
+if args[:2] == ["cloud", "show"]:
+    reply({"endpoints": {"microsoftGraphResourceId": "https://graph.microsoft.com/"}})
+elif args[:3] == ["deployment", "mg", "create"]:
+    reply({})
+elif args[0] == "rest":
+    method, url = option("--method"), option("--url")
+    graph_sp = {"id": state["graphSpId"], "appId": "00000003-0000-0000-c000-000000000000",
+                "appRoles": [{"id": i, "value": v, "allowedMemberTypes": ["Application"]}
+                             for v, i in state["appRoles"].items()]}
+    assignments = f"{graph}/servicePrincipals/{state['principalId']}/appRoleAssignments"
+    if method == "get" and url == f"{graph}/servicePrincipals(appId='00000003-0000-0000-c000-000000000000')":
+        reply(graph_sp)
+    elif url == assignments and state["notYetReplicated"] > 0:
+        state["notYetReplicated"] -= 1
+        fail("Not Found({\"error\":{\"code\":\"Request_ResourceNotFound\"}})")
+    elif method == "get" and url == assignments:
+        reply({"value": state["assignments"]})
+    elif method == "post" and url == assignments:
+        body = json.loads(option("--body"))
+        if state["denyWrites"]:
+            fail("Forbidden({\"error\":{\"code\":\"Authorization_RequestDenied\"}})")
+        if any(a["appRoleId"] == body["appRoleId"] and a["resourceId"] == body["resourceId"]
+               for a in state["assignments"]):
+            fail("Bad Request: Permission being assigned already exists on the object")
+        state["assignments"].append(body)
+        reply(body)
+    else:
+        fail(f"fake az: unexpected {method} {url}")
+else:
+    fail(f"fake az: unexpected {args}")
+'''
+
+
+@cache
+def jmespath_python() -> str | None:
+    """A Python that has jmespath, the library `az --query` evaluates with: this one, or checkov's (checkov needs
+    it, and CI installs checkov)."""
+    candidates = [Path(os.sys.executable), ROOT / ".venv" / "checkov" / "bin" / "python"]
+    for python in candidates:
+        if python.exists() and subprocess.run([str(python), "-c", "import jmespath"], capture_output=True,
+                                              check=False).returncode == 0:
+            return str(python)
+    return None
+
+
+@dataclass
+class FakeAz:
+    folder: Path
+    principal_id: str = "aaaaaaaa-0000-0000-0000-000000000001"
+
+    def __post_init__(self) -> None:
+        python = jmespath_python()
+        if python is None:
+            if os.environ.get("CI_REQUIRE_CHECKOV"):
+                pytest.fail("no Python with jmespath (checkov's venv has it) for the fake az")
+            pytest.skip("no Python with jmespath for the fake az (install checkov: see checkov_binary)")
+        az = self.folder / "az"
+        az.write_text(f"#!{python}\n{FAKE_AZ}", encoding="utf-8")
+        az.chmod(0o755)
+        self.save({"calls": [], "principalId": self.principal_id, "graphSpId": "graph-sp-object-id",
+                   "appRoles": GRAPH_APP_ROLES, "assignments": [], "notYetReplicated": 0, "denyWrites": False})
+
+    def state(self) -> dict:
+        return json.loads((self.folder / "state.json").read_text(encoding="utf-8"))
+
+    def save(self, state: dict) -> None:
+        (self.folder / "state.json").write_text(json.dumps(state), encoding="utf-8")
+
+    def update(self, **changes) -> None:
+        self.save({**self.state(), **changes})
+
+    def run(self, script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        environment = {"PATH": f"{self.folder}{os.pathsep}{os.environ['PATH']}", "AUDITOR_GRAPH_RETRY_SECONDS": "0",
+                       **(env or {})}
+        return subprocess.run(["sh", "-c", script, "hook", *args], cwd=ROOT, env=environment, capture_output=True,
+                              text=True, timeout=60, check=False)
+
+    def granted(self) -> set[str]:
+        return {a["appRoleId"] for a in self.state()["assignments"]
+                if a["principalId"] == self.principal_id and a["resourceId"] == "graph-sp-object-id"}
+
+    def calls(self, *prefix: str) -> list[list[str]]:
+        return [c for c in self.state()["calls"] if c[:len(prefix)] == list(prefix)]
+
+
+GRANT_SCRIPT = 'sh infra/hooks/grant-graph-app-roles.sh "$1"'
+
+
+def test_graph_roles_are_granted_once_and_looked_up_by_name(tmp_path):
+    az = FakeAz(tmp_path)
+    az.update(notYetReplicated=2)  # a new identity is not visible in Graph at once
+    first = az.run(GRANT_SCRIPT, az.principal_id)
+    assert first.returncode == 0, first.stderr
+    wanted = {GRAPH_APP_ROLES["GroupMember.Read.All"], GRAPH_APP_ROLES["Application.Read.All"]}
+    assert az.granted() == wanted and len(az.state()["assignments"]) == 2
+    second = az.run(GRANT_SCRIPT, az.principal_id)
+    assert second.returncode == 0, second.stderr
+    assert len(az.calls("rest", "--method", "post")) == 2, "a second run must not post again"
+    assert second.stdout.count("already granted") == 2
+
+
+def test_graph_grant_adds_only_the_missing_role(tmp_path):
+    az = FakeAz(tmp_path)
+    az.update(assignments=[{"principalId": az.principal_id, "resourceId": "graph-sp-object-id",
+                            "appRoleId": GRAPH_APP_ROLES["GroupMember.Read.All"]}])
+    result = az.run(GRANT_SCRIPT, az.principal_id)
+    assert result.returncode == 0, result.stderr
+    (post,) = az.calls("rest", "--method", "post")
+    assert json.loads(post[post.index("--body") + 1])["appRoleId"] == GRAPH_APP_ROLES["Application.Read.All"]
+
+
+def test_graph_grant_without_entra_rights_fails_and_says_who_can(tmp_path):
+    az = FakeAz(tmp_path)
+    az.update(denyWrites=True)
+    result = az.run(GRANT_SCRIPT, az.principal_id)
+    assert result.returncode != 0
+    assert "Privileged Role Administrator" in result.stderr and "AUDITOR_SKIP_GRAPH_ROLES=true" in result.stderr
+
+
+def posix_hook() -> str:
+    import yaml
+
+    return yaml.safe_load((ROOT / "azure.yaml").read_text(encoding="utf-8"))["hooks"]["postprovision"]["posix"]["run"]
+
+
+def hook_env(az: FakeAz, **overrides: str) -> dict[str, str]:
+    return {"AUDITOR_PRINCIPAL_ID": az.principal_id, "AUDIT_READER_MANAGEMENT_GROUP_ID": "corp",
+            "AZURE_LOCATION": "westeurope", "AUDIT_GRAPH": "true", "AUDIT_CONTAINER_INSIGHTS": "true", **overrides}
+
+
+def test_postprovision_hook_grants_management_group_roles_and_graph_roles(tmp_path):
+    az = FakeAz(tmp_path)
+    result = az.run(posix_hook(), env=hook_env(az))
+    assert result.returncode == 0, result.stderr
+    (deployment,) = az.calls("deployment", "mg", "create")
+    assert deployment[deployment.index("--management-group-id") + 1] == "corp"
+    assert deployment[deployment.index("--template-file") + 1] == "infra/management-group-reader.bicep"
+    parameters = deployment[deployment.index("--parameters") + 1:deployment.index("--output")]
+    assert parameters == [f"principalId={az.principal_id}", "grantLogAnalyticsReader=true"]
+    assert len(az.granted()) == 2
+
+
+@pytest.mark.parametrize(("overrides", "deploys", "grants_graph"), [
+    ({"AUDITOR_SKIP_MG_READER": "true"}, False, True),
+    ({"AUDITOR_SKIP_GRAPH_ROLES": "true"}, True, False),
+    ({"AUDIT_GRAPH": "false"}, True, False),
+], ids=["skip-management-group", "skip-graph", "graph-off"])
+def test_postprovision_hook_steps_can_be_skipped_independently(tmp_path, overrides, deploys, grants_graph):
+    az = FakeAz(tmp_path)
+    result = az.run(posix_hook(), env=hook_env(az, **overrides))
+    assert result.returncode == 0, result.stderr
+    assert bool(az.calls("deployment", "mg", "create")) == deploys
+    assert bool(az.calls("rest")) == grants_graph
+    assert len(az.granted()) == (2 if grants_graph else 0)
+
+
+def test_postprovision_hook_passes_container_insights_off_to_the_reader_template(tmp_path):
+    az = FakeAz(tmp_path)
+    result = az.run(posix_hook(), env=hook_env(az, AUDIT_CONTAINER_INSIGHTS="false"))
+    assert result.returncode == 0, result.stderr
+    (deployment,) = az.calls("deployment", "mg", "create")
+    assert "grantLogAnalyticsReader=false" in deployment
+
+
+def test_windows_graph_grant_mirrors_the_posix_script():
+    """pwsh is not installed here, so the Windows script is only read: same roles, same Graph calls, and the
+    existing assignments are read before anything is posted."""
+    script = (INFRA / "hooks" / "grant-graph-app-roles.ps1").read_text(encoding="utf-8")
+    posix = (INFRA / "hooks" / "grant-graph-app-roles.sh").read_text(encoding="utf-8")
+    for text_ in (script, posix):
+        assert "'GroupMember.Read.All'" in text_ or "GroupMember.Read.All Application.Read.All" in text_
+        assert "Application.Read.All" in text_ and GRAPH_APP_ID in text_
+        assert "servicePrincipals(appId=" in text_ and "/appRoleAssignments" in text_
+        assert "contains(allowedMemberTypes, 'Application')" in text_
+        assert not any(role_id in text_ for role_id in GRAPH_APP_ROLES.values()), "look role ids up by name"
+    assert script.index("--method get --url $assignmentsUrl") < script.index("--method post")
+    assert "-contains $roleId" in script
 
 
 # -- the function app ------------------------------------------------------------------------------------------------
@@ -607,11 +859,32 @@ def function_app() -> dict[str, Any]:
     return instance[1]
 
 
-def app_settings() -> dict[str, Any]:
-    settings = function_app()["properties"]["siteConfig"]["appSettings"]
+def app_settings(app: dict[str, Any] | None = None) -> dict[str, Any]:
+    settings = (app or function_app())["properties"]["siteConfig"]["appSettings"]
     names = [s["name"] for s in settings]
     assert len(names) == len(set(names)), "duplicate app settings"
     return {s["name"]: s["value"] for s in settings}
+
+
+DEPLOYED = {  # what the deployment-time references become
+    "dcr.properties.endpoints.logsIngestion": "https://dcr-test.westeurope-1.ingest.monitor.azure.com",
+    "dcr.properties.immutableId": "dcr-" + "0123456789abcdef" * 2,
+    "account.properties.primaryEndpoints.blob": "https://sttest.blob.core.windows.net/",
+    "signingKey.properties.keyUriWithVersion":
+        "https://kv-test.vault.azure.net/keys/evidence-manifest-signing/0123456789abcdef0123456789abcdef",
+}
+
+
+def settings_of(app_settings_: dict[str, Any]) -> Settings:
+    """The app settings as the app reads them, through its own validation."""
+    variables = {variable for variable, _ in Settings.ENVIRONMENT.values()}
+    env = {}
+    for name, value in app_settings_.items():
+        if isinstance(value, Ref):
+            value = DEPLOYED.get(".".join(map(str, value.path)), value)
+        assert name not in variables or isinstance(value, str), f"{name} = {value}: not modelled"
+        env[name] = str(value)
+    return Settings.from_env(env)
 
 
 def test_app_settings_cover_every_setting_the_app_reads():
@@ -625,19 +898,7 @@ def test_app_settings_cover_every_setting_the_app_reads():
 
 
 def test_app_settings_pass_the_apps_own_validation():
-    deployed = {  # what the deployment-time references become
-        "dcr.properties.endpoints.logsIngestion": "https://dcr-test.westeurope-1.ingest.monitor.azure.com",
-        "dcr.properties.immutableId": "dcr-" + "0123456789abcdef" * 2,
-        "account.properties.primaryEndpoints.blob": "https://sttest.blob.core.windows.net/",
-    }
-    variables = {variable for variable, _ in Settings.ENVIRONMENT.values()}
-    env = {}
-    for name, value in app_settings().items():
-        if isinstance(value, Ref):
-            value = deployed.get(".".join(map(str, value.path)), value)
-        assert name not in variables or isinstance(value, str), f"{name} = {value}: not modelled"
-        env[name] = str(value)
-    settings = Settings.from_env(env)
+    settings = settings_of(app_settings())
     assert settings.sink == "log-analytics" and settings.evidence is True
     assert settings.out_dir == "/tmp/acr-pull-audit"
     assert settings.scope == ("tenant",)
@@ -646,6 +907,24 @@ def test_app_settings_pass_the_apps_own_validation():
     assert {settings.findings_stream, settings.runs_stream} == streams
     assert settings.storage_account_url == "https://sttest.blob.core.windows.net/"
     assert settings.arm_endpoint.startswith("https://management.azure.com")
+    assert settings.graph and settings.deny_assignments and settings.container_insights
+    assert settings.exemptions_file == "blob:config/exemptions.yaml"
+    assert settings.signing_key_id == DEPLOYED["signingKey.properties.keyUriWithVersion"]
+    assert settings.credential_warn_days == 30 and settings.exemption_max_days == 365
+
+
+def test_app_settings_without_signing_graph_or_container_insights_still_validate():
+    caller = Evaluator(MAIN, {**MAIN_PARAMS, "manifestSigning": False, "microsoftGraph": False,
+                              "containerInsights": False})
+    assert module_params(caller, "signing") == [], "no Key Vault without signing"
+    assert caller.eval(caller.file.of("output")["AUDIT_SIGNING_KEY_ID"].value) == ""
+    ((_, app),) = module_evaluator("functionApp", caller=caller).instances("app")
+    settings = settings_of(app_settings(app))
+    assert settings.signing_key_id == "" and not settings.graph and not settings.container_insights
+
+
+def test_signing_key_setting_is_the_versioned_key_id():
+    assert app_settings()["AUDIT_SIGNING_KEY_ID"] == Ref(("signingKey", "properties", "keyUriWithVersion"))
 
 
 def test_app_settings_reference_the_deployed_resources():
@@ -706,7 +985,7 @@ def test_storage_account_is_locked_down_and_evidence_is_worm():
     assert props["minimumTlsVersion"] == "TLS1_2" and props["supportsHttpsTrafficOnly"] is True
     containers = {body["name"]: body for instances in resources_of_type(
         storage, "Microsoft.Storage/storageAccounts/blobServices/containers").values() for _, body in instances}
-    assert set(containers) == {"deployment", "spool", "evidence"}
+    assert set(containers) == {"deployment", "spool", "evidence", "config"}
     assert all(c["properties"]["publicAccess"] == "None" for c in containers.values())
     policies = resources_of_type(
         storage, "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies")
@@ -720,12 +999,24 @@ def test_storage_account_is_locked_down_and_evidence_is_worm():
     assert blob["properties"]["deleteRetentionPolicy"]["enabled"] is True
     outputs = {n: storage.eval(d.value) for n, d in storage.file.of("output").items()}
     assert outputs["evidenceContainerName"] == "evidence" and outputs["spoolContainerName"] == "spool"
+    assert outputs["configContainerName"] == "config", "outside the WORM policy, which holds only `evidence`"
+
+
+def test_exemption_approvers_may_write_the_config_container_only():
+    assert module_evaluator("storage").instances("exemptionApprovers") == [], "nobody without a group"
+    caller = Evaluator(MAIN, {**MAIN_PARAMS, "exemptionApproversGroupId": APPROVERS_GROUP})
+    ((_, grant),) = module_evaluator("storage", caller=caller).instances("exemptionApprovers")
+    assert grant["scope"] == Ref(("configContainer",))
+    props = grant["properties"]
+    assert props["principalId"] == APPROVERS_GROUP and props["principalType"] == "Group"
+    assert props["roleDefinitionId"].rsplit("/", 1)[-1] == ROLE["storage_blob_data_contributor"]
 
 
 def role_assignments() -> list[tuple[str, dict]]:
-    """(file:symbol, evaluated body) of every role assignment: the modules as main.bicep calls them, and the
-    management-group file."""
-    evaluators = [module_evaluator(name) for name in bicep(MAIN).of("module")]
+    """(file:symbol, evaluated body) of every role assignment: the modules as main.bicep calls them with every
+    optional grant on (manifest signing, exemption approvers), and the management-group file."""
+    caller = Evaluator(MAIN, {**MAIN_PARAMS, "manifestSigning": True, "exemptionApproversGroupId": APPROVERS_GROUP})
+    evaluators = [module_evaluator(name, caller=caller) for name in bicep(MAIN).of("module")]
     evaluators.append(Evaluator(INFRA / "management-group-reader.bicep", {"principalId": "p"}))
     found = []
     for evaluator in evaluators:
@@ -741,8 +1032,12 @@ def test_role_assignments_are_least_privilege():
     granted = set()
     for where, body in role_assignments():
         assert body["name"] == Ref(("guid()",)), f"{where}: name it with guid()"
-        assert body["properties"]["principalType"] == "ServicePrincipal", where
-        assert body["properties"]["principalId"] in (Ref(("identity", "properties", "principalId")), "p"), where
+        principal = body["properties"]["principalId"]
+        if principal == APPROVERS_GROUP:
+            assert body["properties"]["principalType"] == "Group", where
+        else:
+            assert body["properties"]["principalType"] == "ServicePrincipal", where
+            assert principal in (Ref(("identity", "properties", "principalId")), "p"), where
         role = body["properties"]["roleDefinitionId"].rsplit("/", 1)[-1]
         scope = body.get("scope")
         granted.add((where.split(":")[0], role, ".".join(scope.path) if isinstance(scope, Ref) else scope))
@@ -750,7 +1045,10 @@ def test_role_assignments_are_least_privilege():
         ("data-collection-rule.bicep", ROLE["monitoring_metrics_publisher"], "dcr"),
         ("app-insights.bicep", ROLE["monitoring_metrics_publisher"], "component"),
         ("storage.bicep", ROLE["storage_blob_data_owner"], "account"),
+        ("storage.bicep", ROLE["storage_blob_data_contributor"], "configContainer"),
+        ("key-vault.bicep", ROLE["key_vault_crypto_user"], "signingKey"),
         ("management-group-reader.bicep", ROLE["reader"], None),
+        ("management-group-reader.bicep", ROLE["log_analytics_reader"], None),
     }
     for path in BICEP_FILES:  # no broad role anywhere: Owner, Contributor, User Access Administrator
         source = path.read_text(encoding="utf-8")
@@ -759,12 +1057,68 @@ def test_role_assignments_are_least_privilege():
             assert broad not in source, f"{path.name} grants a broad role"
 
 
-def test_reader_is_granted_at_the_management_group():
+def test_reader_and_log_analytics_reader_are_granted_at_the_management_group():
     evaluator = Evaluator(INFRA / "management-group-reader.bicep", {"principalId": "p"})
-    ((_, reader),) = evaluator.instances("reader")
-    role = reader["properties"]["roleDefinitionId"]
-    assert role == f"/providers/Microsoft.Authorization/roleDefinitions/{ROLE['reader']}"
-    assert reader["properties"]["principalType"] == "ServicePrincipal"
+    for symbol, role in (("reader", ROLE["reader"]), ("logAnalyticsReader", ROLE["log_analytics_reader"])):
+        ((_, assignment),) = evaluator.instances(symbol)
+        # tenantResourceId: a role definition id valid at management-group scope; no `scope`: the deployment's MG
+        assert assignment["properties"]["roleDefinitionId"] == (
+            f"/providers/Microsoft.Authorization/roleDefinitions/{role}")
+        assert assignment["properties"]["principalType"] == "ServicePrincipal" and "scope" not in assignment
+    without = Evaluator(INFRA / "management-group-reader.bicep", {"principalId": "p", "grantLogAnalyticsReader": False})
+    assert without.instances("logAnalyticsReader") == [] and without.instances("reader")
+    assert without.eval(without.file.of("output")["logAnalyticsReaderAssignmentId"].value) == ""
+
+
+# -- evidence signing key ------------------------------------------------------------------------------------------
+def test_signing_vault_is_rbac_only_purge_protected_and_audited():
+    signing = module_evaluator("signing")
+    ((_, vault),) = signing.instances("vault")
+    props = vault["properties"]
+    assert vault["name"].startswith("kv-") and len(vault["name"]) <= 24
+    assert props["enableRbacAuthorization"] is True and "accessPolicies" not in props
+    assert props["enablePurgeProtection"] is True and props["enableSoftDelete"] is True
+    assert props["softDeleteRetentionInDays"] == 90
+    assert not (props["enabledForDeployment"] or props["enabledForDiskEncryption"]
+                or props["enabledForTemplateDeployment"])
+    ((_, account),) = module_evaluator("storage").instances("account")
+    # the same network exposure as the storage account the app also reaches without VNet integration
+    assert props["publicNetworkAccess"] == account["properties"]["publicNetworkAccess"] == "Enabled"
+    assert props["networkAcls"] == account["properties"]["networkAcls"]
+    ((_, audit),) = signing.instances("auditLog")
+    assert audit["scope"] == Ref(("vault",))
+    assert audit["properties"]["workspaceId"] == Ref(("createdWorkspace", "id"))
+    assert audit["properties"]["logs"] == [{"categoryGroup": "audit", "enabled": True}]
+    assert audit["properties"]["logAnalyticsDestinationType"] == "Dedicated"
+
+
+def test_signing_key_is_ec_p256_for_sign_and_verify_only():
+    signing = module_evaluator("signing")
+    ((_, key),) = signing.instances("signingKey")
+    assert key["parent"] == Ref(("vault",))
+    assert {k: key["properties"][k] for k in ("kty", "curveName", "keyOps")} == {
+        "kty": "EC", "curveName": "P-256", "keyOps": ["sign", "verify"]}
+    output = signing.eval(signing.file.of("output")["signingKeyId"].value)
+    assert output == Ref(("signingKey", "properties", "keyUriWithVersion")), "sign with one pinned key version"
+
+
+def test_only_the_auditor_may_use_the_signing_key():
+    signing = module_evaluator("signing")
+    assignments = resources_of_type(signing, "Microsoft.Authorization/roleAssignments")
+    assert list(assignments) == ["signer"], "no other principal gets a role on the vault"
+    ((_, signer),) = assignments["signer"]
+    assert signer["scope"] == Ref(("signingKey",)), "on the key, not the vault"
+    assert signer["properties"]["principalId"] == Ref(("identity", "properties", "principalId"))
+    assert signer["properties"]["roleDefinitionId"].rsplit("/", 1)[-1] == ROLE["key_vault_crypto_user"]
+
+
+def test_manifest_signing_is_on_by_default_and_can_be_turned_off():
+    assert main().value("manifestSigning") is True
+    assert len(module_params(main(), "signing")) == 1
+    off = Evaluator(MAIN, {**MAIN_PARAMS, "manifestSigning": False})
+    assert module_params(off, "signing") == []
+    (params,) = module_params(off, "functionApp")
+    assert params["signingKeyId"] == ""
 
 
 # -- tables and the data collection rule -----------------------------------------------------------------------------
@@ -861,22 +1215,32 @@ def test_alert_rules_are_log_alerts_on_the_workspace():
         assert rule["properties"]["actions"]["actionGroups"], name
 
 
-def test_high_fail_findings_are_routed_by_owner():
+OWNER_ROUTED = {"ownerHighFail": "unmappedHighFail", "ownerObservedPullFailures": "unmappedObservedPullFailures"}
+SECURITY_TEAM = [Ref(("securityTeam",)).then("id")]
+
+
+@pytest.mark.parametrize(("per_owner", "catch_all"), OWNER_ROUTED.items(), ids=list(OWNER_ROUTED))
+def test_owner_routed_alerts_go_to_each_owner_and_the_rest_to_the_security_team(per_owner, catch_all):
     rules = alert_rules()
-    owner_rules = [rules[f"ownerHighFail[{i}]"] for i in range(len(OWNERS))]
+    owner_rules = [rules[f"{per_owner}[{i}]"] for i in range(len(OWNERS))]
+    queries = {r["properties"]["criteria"]["allOf"][0]["query"] for r in [*owner_rules, rules[f"{catch_all}[]"]]}
+    assert len(queries) == 1, "the owner rules and their catch-all run the same query"
     for i, (owner, rule) in enumerate(zip(OWNERS, owner_rules, strict=True)):
         criterion = rule["properties"]["criteria"]["allOf"][0]
         assert criterion["dimensions"] == [{"name": "Owner", "operator": "Include", "values": [owner["owner"]]}]
         assert rule["properties"]["actions"]["actionGroups"] == [Ref(("ownerGroups", [i], "id"))]
-    catch_all = rules["unmappedHighFail[]"]["properties"]
-    assert catch_all["criteria"]["allOf"][0]["dimensions"] == [
+    rest = rules[f"{catch_all}[]"]["properties"]
+    assert rest["criteria"]["allOf"][0]["dimensions"] == [
         {"name": "Owner", "operator": "Exclude", "values": [o["owner"] for o in OWNERS]}]
-    assert catch_all["actions"]["actionGroups"] == [Ref(("securityTeam",)).then("id")]
+    assert rest["actions"]["actionGroups"] == SECURITY_TEAM
     evaluator = module_evaluator("alerts", {"ownerActionGroups": []})
-    ((_, alone),) = evaluator.instances("unmappedHighFail")
+    ((_, alone),) = evaluator.instances(catch_all)
     assert alone["properties"]["criteria"]["allOf"][0]["dimensions"] == [
         {"name": "Owner", "operator": "Include", "values": ["*"]}]
-    assert evaluator.instances("ownerHighFail") == []
+    assert evaluator.instances(per_owner) == []
+
+
+def test_owner_action_groups_are_one_per_owner():
     groups = module_evaluator("alerts", {"ownerActionGroups": OWNERS}).instances("ownerGroups")
     assert [g["properties"]["emailReceivers"][0]["emailAddress"] for _, g in groups] == [o["email"] for o in OWNERS]
     assert all(len(g["properties"]["groupShortName"]) <= 12 for _, g in groups)
@@ -899,6 +1263,67 @@ def test_silence_alert_fires_on_zero_rows():
 
 def _code(query: str) -> str:
     return "\n".join(line.split("//")[0] for line in query.splitlines())
+
+
+def alert_query(name: str) -> str:
+    """The KQL of a rule, without comments (so that a comment cannot satisfy a test)."""
+    return _code(alert_rules()[name]["properties"]["criteria"]["allOf"][0]["query"])
+
+
+# Runs count once, when their run row first reaches the workspace within the rule's hour.
+RECENT_RUNS = "summarize FirstIngested = min(ingestion_time()) by RunId\n    | where FirstIngested > ago(1h)"
+
+
+def test_new_failure_alerts_read_the_change_column_and_skip_exemptions():
+    for name in ("unmappedHighFail[]", "unmappedObservedPullFailures[]"):
+        query = alert_query(name)
+        assert 'Change == "New"' in query and 'Status == "Fail"' in query, name
+        assert "where coalesce(Exempted, false) == false" in query, name
+        assert RECENT_RUNS in query and 'RunStatus != "Failed"' in query, name
+        assert "previousRunId" not in query and "top 2" not in query, "no re-derivation from two runs"
+        assert "summarize arg_max(TimeGenerated, *) by RunId, FindingId" in query, name
+
+
+def test_high_fail_alert_uses_the_pull_verdict_instead_of_its_checks():
+    query = alert_query("unmappedHighFail[]")
+    assert 'Severity in ("High", "Critical")' in query
+    # AKS-ACR-000 alerts; the checks it lists in Evidence.checks do not alert on their own, AKS-ACR-002 has its own
+    # rule, and other High rules (registry posture) still do.
+    assert 'where RuleId == "AKS-ACR-000" or (RuleId != "AKS-ACR-002" and RuleId !in (verdictChecks))' in query
+    assert "mv-expand Check = Evidence.checks" in query and "tostring(Check.rule)" in query
+
+
+def test_observed_failure_alert_counts_the_access_classes_only():
+    query = alert_query("unmappedObservedPullFailures[]")
+    assert 'RuleId == "AKS-ACR-002"' in query
+    (classes,) = re.findall(r"let accessClasses = dynamic\((\[.*?\])\);", query)
+    assert set(json.loads(classes)) == {"Unauthorized", "Forbidden", "NameResolution", "Unreachable"}
+    assert "bag_keys(Evidence.classes)" in query and "where AccessEvents > 0" in query
+
+
+@pytest.mark.parametrize(("rule", "reads"), [
+    ("exemptionExpired[]", ['RuleId == "AKS-ACR-013"', 'Change == "New"', "Evidence.exemptionId"]),
+    ("quarantinedSpool[]", ["QuarantinedSpoolEntries > 0", "FirstIngested > ago(1h)"]),
+    # the first row ingested is a run's record; a fork or a second hash for one run is a break as well
+    ("evidenceChainBroken[]", ["ChainPosition = ChainPosition + 1", "PreviousManifestSha256 != PredecessorManifest",
+                               "join kind=inner predecessors on Scope, ChainPosition", "Runs > 1",
+                               "arg_min(Ingested, Scope, ChainPosition", "Hashes > 1"]),
+])
+def test_security_team_alerts(rule, reads):
+    properties = alert_rules()[rule]["properties"]
+    assert properties["actions"]["actionGroups"] == SECURITY_TEAM
+    query = alert_query(rule)
+    assert all(fragment in query for fragment in reads), [f for f in reads if f not in query]
+    criterion = properties["criteria"]["allOf"][0]
+    assert (criterion["operator"], criterion["threshold"]) == ("GreaterThan", 0)
+    stages = [stage.strip() for stage in query.split("\n| ")]
+    if "dimensions" not in criterion:  # one row, also over no input: the rule compares a number, never "no rows"
+        assert stages[-1].startswith("summarize ") and " by " not in stages[-1], stages[-1]
+
+
+def test_expired_exemption_alert_names_the_exemption():
+    criterion = alert_rules()["exemptionExpired[]"]["properties"]["criteria"]["allOf"][0]
+    assert criterion["dimensions"] == [{"name": "ExemptionId", "operator": "Include", "values": ["*"]}]
 
 
 # -- workbook --------------------------------------------------------------------------------------------------------
@@ -985,25 +1410,58 @@ def test_workbook_is_structurally_valid():
     assert not re.search(r"\{\w+(:\w+)?\}", "".join(substitute(q) for q in workbook_queries().values()))
 
 
+TABS = ["overview", "matrix", "findings", "observed", "exemptions", "controls", "changes", "runs", "auditor"]
+
+
 def test_workbook_tabs_each_show_a_group():
     items = list(workbook_items(workbook()["items"]))
     (tabs,) = [i for i in items if i["type"] == 11]
     targets = [link["subTarget"] for link in tabs["content"]["links"]]
-    shown = {i["conditionalVisibility"]["value"] for i in items if i["type"] == 12}
-    assert set(targets) == shown and len(targets) == 5
+    shown = [i["conditionalVisibility"]["value"] for i in items if i["type"] == 12 and "conditionalVisibility" in i]
+    assert targets == shown == TABS
 
 
-def test_workbook_findings_queries_deduplicate_and_use_the_latest_finished_run():
-    for item in workbook_items(workbook()["items"]):
-        query = item.get("content", {}).get("query", "") if item["type"] == 3 else ""
+def query_items(tab: str | None = None) -> dict[str, str]:
+    """name -> KQL of the query items (of one tab)."""
+    groups = [i for i in workbook()["items"] if i["type"] == 12 and (tab is None or i["name"] == tab)]
+    return {i["name"]: i["content"]["query"] for g in groups for i in workbook_items(g["content"]["items"])
+            if i["type"] == 3}
+
+
+def pinned_rules(query: str) -> list[str]:
+    """Rules a findings query is restricted to before it de-duplicates."""
+    return re.findall(r'\| where RuleId == "(AKS-ACR-\d{3})"\n'
+                      r'\| summarize arg_max\(TimeGenerated, \*\) by RunId, FindingId', query)
+
+
+def test_workbook_findings_queries_deduplicate_and_read_finished_runs():
+    """Current state: the latest run that did not fail (lastRunId). Trends: every run that did not fail
+    (finishedRuns). The filters apply everywhere, except Severity and Rule on a tab about one rule."""
+    for name, query in query_items().items():
         if "AcrPullAudit_CL" not in query:
             continue
-        assert "summarize arg_max(TimeGenerated, *) by RunId, FindingId" in query, item["name"]
-        assert 'where RunStatus != "Failed"' in query and "RunId == lastRunId" in query, item["name"]
-        if "{SelectedFinding}" not in query:
-            for parameter, column in (("Subscription", "SubscriptionId"), ("Owner", "Owner"),
-                                      ("Severity", "Severity"), ("Rule", "RuleId")):
-                assert f"'*' in ({{{parameter}}}) or {column} in ({{{parameter}}})" in query, (item["name"], parameter)
+        assert "summarize arg_max(TimeGenerated, *) by RunId, FindingId" in query, name
+        assert 'where RunStatus != "Failed"' in query, name
+        latest = "| where RunId == lastRunId\n" in query
+        every_run = "| where RunId in ((finishedRuns | project RunId))\n" in query
+        assert latest != every_run, f"{name}: the latest finished run or every finished run"
+        if "{SelectedFinding}" in query:
+            continue
+        filters = [("Subscription", "SubscriptionId"), ("Owner", "Owner")]
+        if not pinned_rules(query):
+            filters += [("Severity", "Severity"), ("Rule", "RuleId")]
+        for parameter, column in filters:
+            assert f"'*' in ({{{parameter}}}) or {column} in ({{{parameter}}})" in query, (name, parameter)
+
+
+def test_workbook_counts_exclude_exempted_findings():
+    """A count of a status (Fail = countif(Status == "Fail" ...)) leaves exempted findings out, unless it is a
+    count of exempted findings."""
+    for name, query in query_items().items():
+        for column, status, rest in re.findall(r'(\w+) = countif\(Status == "(\w+)"([^)]*\)?)', query):
+            if column.startswith("Exempted"):
+                continue
+            assert "and not(IsExempted)" in rest, f"{name}: {column} counts exempted {status} findings"
 
 
 def test_workbook_resource_loads_the_json_and_names_the_workspace():
@@ -1031,11 +1489,74 @@ def kql():
     return kusto
 
 
-def test_workbook_queries_are_valid_kql(kql):
-    queries = {name: substitute(q) for name, q in workbook_queries().items()}
-    results = kql.analyse(table_schemas(), queries)
-    problems = {name: kql.errors(result) for name, result in results.items() if kql.errors(result)}
+@pytest.fixture(scope="module")
+def workbook_results(kql) -> dict[str, dict]:
+    return kql.analyse(table_schemas(), {name: substitute(q) for name, q in workbook_queries().items()})
+
+
+def result_columns(result: dict) -> list[str]:
+    return [c.split(":", 1)[0] for c in result["columns"]]
+
+
+def test_workbook_queries_are_valid_kql(kql, workbook_results):
+    problems = {name: kql.errors(result) for name, result in workbook_results.items() if kql.errors(result)}
     assert problems == {}
+
+
+# What each view must show, by the columns it returns.
+WORKBOOK_VIEWS = {
+    # one verdict per pair, by ids, with its root cause; a pair not collected shows what it was and since when
+    "pair-matrix": {"Cluster", "Registry", "Verdict", "RootCause", "BlockingChecks", "WasVerdict", "LastCollected",
+                    "ExemptionId", "ClusterId", "RegistryId"},
+    "matrix-summary": {"Pass", "Fail", "Unknown", "CarriedForward", "WasFail", "Exempted"},
+    "root-causes": {"RootCause", "Fail", "Exempted"},
+    "carried-forward": {"Status", "WasStatus", "LastCollected", "Since"},
+    "findings-table": {"Status", "Exemption", "WasStatus", "LastCollected", "Change", "Since", "Controls", "FindingId"},
+    "observed-by-class": {"Class", "Events", "Pairs", "ExemptedEvents", "ExemptedPairs"},
+    "observed-by-cluster": {"ClusterId", "Cluster", "Events", "Classes", "LastObserved", "ExemptedRegistries"},
+    "observed-by-registry": {"RegistryId", "Registry", "Events", "Classes", "LastObserved", "ExemptedClusters"},
+    "observed-trend": {"StartTime", "Series", "Events"},
+    "exemptions-state": {"Exemption", "State", "ExpiresOn", "ExemptedFindings"},
+    "exemptions-expired": {"Exemption", "ExpiresOn", "Status", "Change"},
+    "exempted-findings": {"Exemption", "ExpiresOn", "Status", "RuleId"},
+    "exemptions-file": {"ExemptionsSha256", "FirstRun", "LastRun"},
+    "controls-latest": {"Control", "Pass", "Fail", "Unknown", "Exempted", "PassRate"},
+    "controls-trend": {"StartTime", "Control", "PassRate"},
+    "controls-by-run": {"StartTime", "Control", "Pass", "Fail", "Exempted"},
+    "changes-per-run": {"StartTime", "New", "Fixed"},
+    "changes-latest-summary": {"Change", "Fail", "Exempted"},
+    "changes-latest-list": {"Change", "Status", "Exemption", "Since", "WasStatus"},
+    "runs-permissions": {"Permission", "Granted"},
+    "evidence-chain": {"Scope", "ChainPosition", "Link", "ManifestSha256", "PreviousManifestSha256"},
+}
+
+
+def test_workbook_views_return_what_they_show(workbook_results):
+    for name, columns in WORKBOOK_VIEWS.items():
+        assert columns <= set(result_columns(workbook_results[name])), (name, columns - set(
+            result_columns(workbook_results[name])))
+
+
+def test_workbook_tabs_about_one_rule_read_that_rule():
+    for tab, rule in (("matrix", "AKS-ACR-000"), ("observed", "AKS-ACR-002")):
+        for name, query in query_items(tab).items():
+            assert pinned_rules(query) == [rule], name
+    assert pinned_rules(query_items("exemptions")["exemptions-expired"]) == ["AKS-ACR-013"]
+    assert "summarize arg_max(TimeGenerated, *) by ClusterId, RegistryId" in query_items("matrix")["pair-matrix"]
+    for name in ("controls-latest", "controls-trend", "controls-by-run"):
+        assert "mv-expand Control = Controls to typeof(string)" in query_items("controls")[name], name
+    assert "bag_keys(Evidence.classes)" in query_items("observed")["observed-by-class"]
+
+
+def test_workbook_shows_exempted_findings_apart_wherever_it_counts(workbook_results):
+    """Every view that counts findings (or events) by status has a column for the exempted ones; the per-run
+    chart of observed failures gives them a series of their own instead."""
+    counting = {"Pass", "Fail", "Unknown", "Events", "Pairs"}
+    for name, result in workbook_results.items():
+        columns = result_columns(result)
+        if counting & set(columns) and name != "observed-trend":
+            assert any(c.startswith("Exempted") for c in columns), name
+    assert '"Exempted (all classes)"' in query_items("observed")["observed-trend"]
 
 
 def test_alert_queries_are_valid_kql_and_yield_what_the_rules_read(kql):
@@ -1062,6 +1583,11 @@ def test_dcr_transforms_are_valid_kql_and_fit_their_tables(kql):
         produced = dict(c.split(":", 1) for c in result["columns"])
         assert set(produced) <= set(table), f"{stream}: columns the table lacks: {set(produced) - set(table)}"
         assert produced["TimeGenerated"] == "datetime"
+        # Every column reaches the table with the table's type: the stream declaration types the JSON values (ISO
+        # strings or null for datetime, true/false for Exempted, objects and arrays for dynamic) before the
+        # transform runs, and the transform must neither drop nor retype a column.
+        kusto_type = {"boolean": "bool"}
+        assert produced == {name: kusto_type.get(kind, kind) for name, kind in table.items()}, stream
 
 
 def test_the_kql_check_catches_mistakes(kql):

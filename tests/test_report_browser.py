@@ -117,7 +117,7 @@ def test_browser_dom_shows_the_counts_and_a_known_failing_pair(chromium, closed_
     registries = [cell[2].split()[0] for cell in header]
     cells = {(row[0][2].split()[0], registries[i]): cell for row in rows for i, cell in enumerate(row) if i}
     assert cells[("aks-web-eastus", "acrcontosoedge")][1:] == ("fail", "✗ Fail")
-    assert cells[("aks-orders-prod", "acrcontosoedge")][1:] == ("pass", "✓ Pass")  # cross-region only
+    assert cells[("aks-payments-prod", "acrcontososhared")][1:] == ("pass", "✓ Pass")
     assert sum(cell[1] == "fail" for cell in cells.values()) == overview["pairsFail"]
     assert {key for key, cell in cells.items() if cell[1] == "fail"} == DEMO_FAILING_PAIRS
 

@@ -139,8 +139,10 @@ def test_demo_failing_pairs_and_root_causes(demo_findings):
     # a deleted kubelet identity (cluster scope) stops every pull of that cluster, though the pair rules pass
     analytics = pair_rows(data)[("aks-analytics", "rg-aks-analytics", "acrcontosobasic")]
     assert analytics.root_cause == "AKS-ACR-005" and "no longer exists" in analytics.root_cause_message
-    # a cross-region pull is slower, not blocked
-    assert matrix_cell(data, "aks-orders-prod", "rg-aks-orders-prod", "acrcontosoedge") == "Pass"
+    # a cross-region pull is slower, not blocked: only the wildcard custom role keeps this pair from Pass
+    cross_region = pair_rows(data)[("aks-orders-prod", "rg-aks-orders-prod", "acrcontosoedge")]
+    assert matrix_cell(data, "aks-orders-prod", "rg-aks-orders-prod", "acrcontosoedge") == "Unknown"
+    assert cross_region.advisories == ["AKS-ACR-008"]
     missing = pair_rows(data)[("aks-online-web", "rg-aks-online-web", "acrcontosomissing")]
     assert missing.verdict == "Unknown" and not missing.registry.in_inventory
 

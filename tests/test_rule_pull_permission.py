@@ -64,10 +64,24 @@ def test_root_scope_assignment_is_inherited():
     assert finding.Evidence["grants"][0]["scopeLevel"] == "root"
 
 
-def test_custom_role_with_wildcard_at_subscription_scope_passes():
-    finding = check(demo_rows(), "aks-orders-prod", "acrcontosoedge")
-    assert finding.Status == "Pass"
-    assert "Contoso Image Reader" in finding.Message
+def test_custom_role_granting_pull_only_through_a_wildcard_is_unknown_quoting_acr():
+    finding = check(demo_rows(), "aks-orders-prod", "acrcontosoedge")  # Microsoft.ContainerRegistry/*/read
+    assert finding.Status == "Unknown"
+    assert "Contoso Image Reader" in finding.Message and "only through a wildcard" in finding.Message
+    assert "Azure Resource Manager private link" in finding.Message
+    assert "List Microsoft.ContainerRegistry/registries/pull/read explicitly" in finding.Message
+    assert finding.Evidence["wildcardGrants"][0]["role"] == "Contoso Image Reader"
+
+
+def test_custom_role_listing_pull_explicitly_passes_and_built_in_wildcards_still_count():
+    rows = demo_rows()
+    custom = next(r for r in rows if r.get("properties", {}).get("roleName") == "Contoso Image Reader")
+    custom["properties"]["permissions"][0]["actions"] = ["Microsoft.ContainerRegistry/registries/pull/read"]
+    finding = check(rows, "aks-orders-prod", "acrcontosoedge")
+    assert finding.Status == "Pass" and "Contoso Image Reader" in finding.Message
+    rows = without_assignments_for(demo_rows(), kubelet("aks-web-eastus"))
+    rows.append(assignment(row(rows, "acrcontosoedge")["id"], kubelet("aks-web-eastus"), "Reader"))  # */read
+    assert check(rows, "aks-web-eastus", "acrcontosoedge").Status == "Pass"
 
 
 def test_custom_role_whose_not_actions_remove_pull_fails():

@@ -7,6 +7,7 @@ rules stay small and no rule carries its own copy of the logic.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 
 from auditors import network, rbac
@@ -16,15 +17,30 @@ from auditors.model import Cluster, Inventory, Registry
 
 @dataclass
 class Environment:
-    """Run-wide state shared by every context."""
+    """Run-wide state shared by every context: the inventory, what the pairs file declares on top of it, and the
+    moment verdicts are made for (the snapshot's capture time, else now)."""
 
     inventory: Inventory
-    principal_map: dict[str, str] = field(default_factory=dict)  # service principal appId -> object id
-    group_members: dict[str, frozenset[str]] = field(default_factory=dict)  # group object id -> member ids
+    declared_principals: dict[str, str] = field(default_factory=dict)  # pairs file: appId -> object id
+    declared_groups: dict[str, frozenset[str]] = field(default_factory=dict)  # pairs file: group -> member ids
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    credential_warn_days: int = 30
 
     @cached_property
     def roles(self) -> rbac.RoleResolver:
         return rbac.RoleResolver(self.inventory)
+
+    @cached_property
+    def principal_map(self) -> dict[str, str]:
+        """Service principal appId -> object id: Microsoft Graph's answers, overridden by the pairs file."""
+        found = {app: sp.object_id for app, sp in self.inventory.service_principals.items() if sp.object_id}
+        return {**found, **self.declared_principals}
+
+    @cached_property
+    def group_members(self) -> dict[str, frozenset[str] | None]:
+        """Group id -> service-principal members (None: not resolved): Microsoft Graph, overridden by the pairs
+        file."""
+        return {**self.inventory.group_members, **self.declared_groups}
 
 
 class ClusterContext:

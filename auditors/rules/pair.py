@@ -34,35 +34,69 @@ def _grant_list(grants: list[rbac.Grant]) -> list[dict]:
     return [g.evidence() for g in grants[:MAX_LISTED]]
 
 
+def _group_reason(ctx: PairContext, groups: list[str]) -> str:
+    permitted = ctx.inventory.permissions.get("GroupMember.Read.All")
+    if permitted is False:
+        why = "the auditor's identity lacks the Microsoft Graph permission GroupMember.Read.All, which decides them"
+    elif "GroupMember.Read.All" not in ctx.inventory.permissions:
+        why = "Microsoft Graph was not queried for their members (a live run with GroupMember.Read.All decides them)"
+    else:
+        why = "Microsoft Graph could not resolve their members"
+    return (f"pull is granted to group(s) {', '.join(groups[:5])}; {why}, or declare them under `groups:` in the "
+            "pairs file")
+
+
 def _mode_verdict(ctx: PairContext, mode: str) -> Result:
     principal = ctx.cluster_ctx.principal
     access = ctx.pull_access(mode)
     evidence = {"roleAssignmentMode": mode, "grants": _grant_list(access.direct)}
-    if access.granted:
+    if access.deny_unchecked:
+        evidence["unchecked"] = [access.deny_unchecked]
+    if access.denials:
+        evidence["denyAssignments"] = [d.evidence() for d in access.denials[:MAX_LISTED]]
+    if access.denied:
+        deny = access.denied[0]
+        creator = deny.deny.description or ("a system-protected resource (a managed application, a deployment "
+                                             "stack or a Blueprint)" if deny.deny.system_protected else
+                                             deny.deny.created_by or "its creator")
+        held = f" It overrides {len(access.direct)} granting assignment(s)." if access.direct else ""
+        return failed(f"Deny assignment {deny.deny.name or deny.deny.id} at {deny.scope_label} scope {deny.deny.scope} "
+                      f"denies pull to the {principal.kind}: {deny.why} ({creator}).{held}",
+                      fix={"role": "AcrPull"}, **evidence)
+    reasons = []
+    if access.denials:  # a deny that may apply: membership decides
+        reasons.append("deny assignment(s) " + ", ".join(d.deny.name or d.deny.id for d in access.denials[:3])
+                       + " may apply: " + access.denials[0].why)
+    if access.granted and not reasons:
         first = next((g for g in access.direct if not g.condition), access.direct[0])
         if access.unconditional:
             return passed(f"The {principal.kind} holds {first.role} at {_where(first)} "
                           f"({len(access.direct)} granting assignment(s)).", **evidence)
         return passed(f"The {principal.kind} holds {first.role} at {_where(first)}, limited by an ABAC "
                       f"condition to some repositories: {first.condition}", **evidence)
-    reasons = []
-    if access.via_groups:
+    if access.wildcard and not access.granted:
+        roles = sorted({g.role for g in access.wildcard})
+        wanted = rbac.REPOSITORY_READ_DATA_ACTION if mode == rbac.ABAC_MODE else rbac.PULL_ACTION
+        reasons.append(f"custom role(s) {', '.join(roles[:3])} grant pull only through a wildcard: "
+                       f"{rbac.WILDCARD_RULE}. List {wanted} explicitly in the role")
+        evidence["wildcardGrants"] = _grant_list(access.wildcard)
+    if access.via_groups and not access.granted:
         groups = sorted({g.principal_id for g in access.via_groups})
-        reasons.append(f"pull is granted to group(s) {', '.join(groups[:5])}, and group membership is not visible "
-                       "in Resource Graph")
+        reasons.append(_group_reason(ctx, groups))
         evidence["groupGrants"] = _grant_list(access.via_groups)
-    if access.unresolved_roles:
+    if access.unresolved_roles and not access.granted:
         roles = sorted(set(access.unresolved_roles))
         reasons.append(f"role definition(s) {', '.join(roles[:5])} assigned to it are not in the snapshot")
         evidence["unresolvedRoles"] = roles[:MAX_LISTED]
     if not ctx.inventory.collected(T_ROLE_ASSIGNMENT):
         reasons.append("the snapshot holds no role assignment rows")
-    reasons.extend(access.gaps)
-    if access.gaps:
-        evidence["gaps"] = access.gaps
+    if not access.granted:
+        reasons.extend(access.gaps)
+        if access.gaps:
+            evidence["gaps"] = access.gaps
     if reasons:
-        return unknown(f"No role granting pull to the {principal.kind} was found, but " + "; ".join(reasons) + ".",
-                       **evidence)
+        lead = "A role grants pull" if access.granted else f"No role granting pull to the {principal.kind} was found"
+        return unknown(f"{lead}, but " + "; ".join(reasons) + ".", **evidence)
     message = f"The {principal.kind} holds no role granting pull at {SCOPES_SEARCHED}."
     role = "AcrPull"
     if mode == rbac.ABAC_MODE:
@@ -88,7 +122,7 @@ def _mode_verdict(ctx: PairContext, mode: str) -> Result:
     needs=(T_ROLE_ASSIGNMENT, T_ROLE_DEFINITION, T_SUBSCRIPTION),
     statuses=frozenset({Status.PASS, Status.FAIL, Status.UNKNOWN}),
     synopsis="The cluster's kubelet identity (or service principal) holds a role that grants image pull on the "
-             "registry, directly or inherited.",
+             "registry, directly, inherited or through a group, and no deny assignment takes it away.",
     remediation=(
         "az role assignment create --assignee-object-id {principal_id} --assignee-principal-type ServicePrincipal "
         "--role \"{role}\" --scope {registry_id}\n"

@@ -1,10 +1,12 @@
 // Action groups and log search alerts on the auditor's tables. Each query is a file under ../alerts/ so that
 // tests/test_infra.py validates it with the Kusto language service against the real table schemas.
 //
-// Routing of new High/Critical Fail findings: one rule per owner in ownerActionGroups (Owner dimension included
-// for that owner only, that owner's action group), plus one catch-all rule for every other owner, including
-// findings without an owner tag (Owner "(none)"), to the security team. Run health (failed run, no successful
-// run, coverage drop) goes to the security team.
+// Routed by owner: new High/Critical failures (pull verdicts AKS-ACR-000 and other High rules) and new observed
+// pull failures of the access classes (AKS-ACR-002). Each has one rule per owner in ownerActionGroups (Owner
+// dimension included for that owner only, that owner's action group), plus one catch-all rule for every other
+// owner, including findings without an owner tag (Owner "(none)"), to the security team. "New" is the findings'
+// Change column; exempted findings never alert. To the security team: lapsed exemptions, run health (failed run,
+// no successful run, coverage drop), quarantined spool entries and breaks in the evidence hash chain.
 
 @description('Region of the alert rules (the workspace\'s).')
 param location string
@@ -31,6 +33,10 @@ var highFailByOwnerQuery = loadTextContent('../alerts/high-fail-by-owner.kql')
 var runFailedQuery = loadTextContent('../alerts/run-failed.kql')
 var noSuccessfulRunQuery = loadTextContent('../alerts/no-successful-run.kql')
 var coverageDropQuery = loadTextContent('../alerts/coverage-drop.kql')
+var observedPullFailuresByOwnerQuery = loadTextContent('../alerts/observed-pull-failures-by-owner.kql')
+var exemptionExpiredQuery = loadTextContent('../alerts/exemption-expired.kql')
+var quarantinedSpoolQuery = loadTextContent('../alerts/quarantined-spool.kql')
+var evidenceChainBrokenQuery = loadTextContent('../alerts/evidence-chain-broken.kql')
 var mappedOwners = [for o in ownerActionGroups: o.owner]
 // The catch-all rule's Owner dimension: every owner without an action group of its own.
 var otherOwners = empty(mappedOwners) ? {
@@ -88,7 +94,7 @@ resource ownerHighFail 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [fo
   kind: 'LogAlert'
   properties: {
     displayName: 'ACR pull audit: new High/Critical failures of ${o.owner}'
-    description: 'Findings of owner ${o.owner} that fail at High or Critical severity in the latest audit run and did not fail in the run before it. Remediation is in the finding (workbook "ACR pull audit", Findings tab).'
+    description: 'Findings of owner ${o.owner} that fail at High or Critical severity for the first time (Change "New"), not exempted: cluster × registry pairs that cannot pull (AKS-ACR-000) and other High rules. Root cause and remediation are in the workbook "ACR pull audit" (Cluster × registry and Findings tabs).'
     severity: 1
     enabled: true
     scopes: [
@@ -141,7 +147,7 @@ resource unmappedHighFail 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = 
   kind: 'LogAlert'
   properties: {
     displayName: 'ACR pull audit: new High/Critical failures of other owners'
-    description: 'New High or Critical Fail findings whose owner has no action group of its own, or that carry no owner tag (Owner "(none)").'
+    description: 'New (Change "New"), not exempted High or Critical Fail findings whose owner has no action group of its own, or that carry no owner tag (Owner "(none)").'
     severity: 1
     enabled: true
     scopes: [
@@ -162,6 +168,243 @@ resource unmappedHighFail 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = 
           dimensions: [
             otherOwners
           ]
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        securityTeam.id
+      ]
+      customProperties: {
+        source: 'acr-pull-auditor'
+      }
+    }
+  }
+}
+
+resource ownerObservedPullFailures 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for (o, i) in ownerActionGroups: {
+  name: 'acr-pull-audit-observed-pull-failures-owner-${i}'
+  location: location
+  tags: union(tags, { owner: o.owner })
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'ACR pull audit: new observed pull failures of ${o.owner}'
+    description: 'Clusters of owner ${o.owner} whose kubelets reported image pulls refused or unreachable (Unauthorized, Forbidden, NameResolution, Unreachable) in Container Insights, for the first time (AKS-ACR-002, Change "New"), not exempted. See the workbook "ACR pull audit", Observed pull failures tab.'
+    severity: 1
+    enabled: true
+    scopes: [
+      workspaceResourceId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    overrideQueryTimeRange: 'P2D'
+    autoMitigate: false
+    criteria: {
+      allOf: [
+        {
+          query: observedPullFailuresByOwnerQuery
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'NewObservedFailures'
+          operator: 'GreaterThan'
+          threshold: 0
+          dimensions: [
+            {
+              name: 'Owner'
+              operator: 'Include'
+              values: [
+                o.owner
+              ]
+            }
+          ]
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        (ownerGroups[i].id) // parenthesised for tree-sitter-bicep, which splits `a[i]` in an array into two items
+      ]
+      customProperties: {
+        owner: o.owner
+        source: 'acr-pull-auditor'
+      }
+    }
+  }
+}]
+
+resource unmappedObservedPullFailures 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'acr-pull-audit-observed-pull-failures-other-owners'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'ACR pull audit: new observed pull failures of other owners'
+    description: 'New (Change "New"), not exempted AKS-ACR-002 failures of the access classes whose owner has no action group of its own, or that carry no owner tag (Owner "(none)").'
+    severity: 1
+    enabled: true
+    scopes: [
+      workspaceResourceId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    overrideQueryTimeRange: 'P2D'
+    autoMitigate: false
+    criteria: {
+      allOf: [
+        {
+          query: observedPullFailuresByOwnerQuery
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'NewObservedFailures'
+          operator: 'GreaterThan'
+          threshold: 0
+          dimensions: [
+            otherOwners
+          ]
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        securityTeam.id
+      ]
+      customProperties: {
+        source: 'acr-pull-auditor'
+      }
+    }
+  }
+}
+
+resource exemptionExpired 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'acr-pull-audit-exemption-expired'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'ACR pull audit: exemption expired'
+    description: 'An exemption in the exemptions file (config/exemptions.yaml) passed its expiresOn date (AKS-ACR-013, Change "New"); the findings it covered are no longer exempted. Remove or renew the entry (docs/permissions.md, updating exemptions).'
+    severity: 2
+    enabled: true
+    scopes: [
+      workspaceResourceId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    overrideQueryTimeRange: 'P2D'
+    autoMitigate: false
+    criteria: {
+      allOf: [
+        {
+          query: exemptionExpiredQuery
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'ExpiredExemptions'
+          operator: 'GreaterThan'
+          threshold: 0
+          dimensions: [
+            {
+              name: 'ExemptionId'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        securityTeam.id
+      ]
+      customProperties: {
+        source: 'acr-pull-auditor'
+      }
+    }
+  }
+}
+
+resource quarantinedSpool 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'acr-pull-audit-quarantined-spool'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'ACR pull audit: spool entries quarantined'
+    description: 'A run moved spool entries that the Logs Ingestion API kept refusing out of the delivery loop (QuarantinedSpoolEntries); their rows are missing from the workspace. See the workbook, Run health tab, and the run\'s Errors.'
+    severity: 2
+    enabled: true
+    scopes: [
+      workspaceResourceId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    overrideQueryTimeRange: 'P2D'
+    autoMitigate: false
+    criteria: {
+      allOf: [
+        {
+          query: quarantinedSpoolQuery
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'QuarantinedEntries'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        securityTeam.id
+      ]
+      customProperties: {
+        source: 'acr-pull-auditor'
+      }
+    }
+  }
+}
+
+resource evidenceChainBroken 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'acr-pull-audit-evidence-chain-broken'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'ACR pull audit: evidence chain broken'
+    description: 'A run\'s PreviousManifestSha256 is not the manifest hash of the run before it in the chain of its scope, two runs claim one chain position, or rows of one run carry different manifest hashes. Check the archive with `python -m auditors evidence verify`; see the workbook, Auditor tab.'
+    severity: 1
+    enabled: true
+    scopes: [
+      workspaceResourceId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    overrideQueryTimeRange: 'P2D'
+    autoMitigate: false
+    criteria: {
+      allOf: [
+        {
+          query: evidenceChainBrokenQuery
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'BrokenLinks'
+          operator: 'GreaterThan'
+          threshold: 0
           failingPeriods: {
             numberOfEvaluationPeriods: 1
             minFailingPeriodsToAlert: 1

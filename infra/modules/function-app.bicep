@@ -68,8 +68,17 @@ param graphEndpoint string = 'https://graph.microsoft.com'
 @description('Log Analytics query endpoint (https://api.loganalytics.io; sovereign clouds differ).')
 param logsQueryEndpoint string = 'https://api.loganalytics.io'
 
-@description('Key Vault key id that signs evidence manifests; empty: manifests are hash-chained but not signed.')
-param signingKeyId string = ''
+@description('AUDIT_GRAPH: read group members and service principals from Microsoft Graph.')
+param microsoftGraph bool
+
+@description('AUDIT_CONTAINER_INSIGHTS: read observed image pulls from the clusters\' Log Analytics workspaces.')
+param containerInsights bool
+
+@description('Container of the exemptions file (AUDIT_EXEMPTIONS_FILE blob:<container>/exemptions.yaml).')
+param configContainerName string
+
+@description('AUDIT_SIGNING_KEY_ID: versioned Key Vault key id that signs evidence manifests; empty: hash-chained, not signed.')
+param signingKeyId string
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   // checkov:skip=CKV_AZURE_225: a zone outage delays at most one scheduled run, which the no-successful-run alert reports; zone redundancy would limit the regions.
@@ -91,7 +100,8 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 // WEBSITE_CONTENTAZUREFILECONNECTIONSTRING, SCM_DO_BUILD_DURING_DEPLOYMENT, ENABLE_ORYX_BUILD, WEBSITE_TIME_ZONE
 // and TZ: none of them is set. Deliberately not set either (tests/test_infra.py NOT_IN_AZURE):
 // - AUDIT_STORAGE_CONNECTION_STRING: shared keys are disabled; a connection string is for Azurite only;
-// - AZURE_ACCESS_TOKEN, LOGS_ACCESS_TOKEN: static tokens for a laptop; here the identity signs in;
+// - AZURE_ACCESS_TOKEN, LOGS_ACCESS_TOKEN, AUDIT_STORAGE_ACCESS_TOKEN, GRAPH_ACCESS_TOKEN,
+//   LOGS_QUERY_ACCESS_TOKEN, KEYVAULT_ACCESS_TOKEN: static tokens for a laptop; the identity signs in here;
 // - REQUESTS_CA_BUNDLE: only public CAs are involved.
 resource app 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222: azd and zip deployments reach the Flex publish endpoint over the public network; the app has no HTTP functions (one timer trigger).
@@ -243,7 +253,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         }
         {
           name: 'AUDIT_GRAPH'
-          value: 'true'
+          value: microsoftGraph ? 'true' : 'false'
         }
         {
           // Sovereign clouds: environment().graph is the Azure AD Graph endpoint, not Microsoft Graph.
@@ -256,7 +266,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         }
         {
           name: 'AUDIT_CONTAINER_INSIGHTS'
-          value: 'true'
+          value: containerInsights ? 'true' : 'false'
         }
         {
           name: 'AUDIT_LOGS_QUERY_ENDPOINT'
@@ -267,9 +277,9 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: 'P1D'
         }
         {
-          // Exemptions are a blob in the auditor's own storage account (see README: updating exemptions).
+          // A blob in the auditor's own storage account, replaced by the approvers (docs/permissions.md).
           name: 'AUDIT_EXEMPTIONS_FILE'
-          value: 'blob:config/exemptions.yaml'
+          value: 'blob:${configContainerName}/exemptions.yaml'
         }
         {
           name: 'AUDIT_EXEMPTION_MAX_DAYS'

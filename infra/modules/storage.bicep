@@ -1,6 +1,7 @@
 // Storage account of the auditor: the Functions host (AzureWebJobsStorage, identity-based), the Flex deployment
-// package, the spool of rows not yet delivered, and the evidence archive under a time-based immutability policy.
-// Shared keys are disabled: every client (host, deployment, app) uses the user-assigned identity.
+// package, the spool of rows not yet delivered, the evidence archive under a time-based immutability policy, and
+// `config` with the exemptions file (AUDIT_EXEMPTIONS_FILE), which approvers replace and so is not immutable.
+// Shared keys are disabled: every client (host, deployment, app, approvers with `--auth-mode login`) uses Entra ID.
 
 @description('Storage account name (3-24 lower-case letters and digits).')
 @minLength(3)
@@ -28,15 +29,20 @@ param evidenceRetentionDays int
 @description('Principal (object) id of the auditor identity, granted data access to the blobs.')
 param principalId string
 
+@description('Object id of the Entra ID group allowed to replace the exemptions file in `config`; empty: nobody but the auditor.')
+param exemptionApproversGroupId string
+
 var deploymentContainerName = 'deployment'
 var spoolContainerName = 'spool'
 var evidenceContainerName = 'evidence'
+var configContainerName = 'config'
 
 // Storage Blob Data Owner (b7e6dc6d-f1e8-4753-8033-0f276bb0955b) at the account. Why this role and scope:
 // - The Functions host with identity-based AzureWebJobsStorage creates its containers (azure-webjobs-hosts,
 //   azure-webjobs-secrets), takes blob leases (singleton and timer locks) and writes timer status; the Flex
 //   deployment reads and writes the package in `deployment`; the app creates `spool`/`evidence` if missing,
-//   writes create-only blobs and deletes delivered spool entries. Creating containers needs the account scope.
+//   writes create-only blobs, deletes delivered spool entries and reads `config/exemptions.yaml`. Creating
+//   containers needs the account scope.
 // - Microsoft documents Storage Blob Data Owner as the role for host storage and the Flex Consumption samples
 //   use it. Storage Blob Data Contributor covers every operation listed above; Owner adds only POSIX ACL and
 //   ownership management (hierarchical namespace, not enabled here) and blob tags. Nobody has shown offline that
@@ -47,6 +53,10 @@ var evidenceContainerName = 'evidence'
 // - Neither data role can remove the evidence container's immutability policy (a control-plane action), and
 //   while the policy holds, no principal can delete or overwrite evidence blobs.
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+// Storage Blob Data Contributor (ba92f5b4-2d11-453d-a403-e96b0029c9fe) on the `config` container only: the
+// approvers read, replace and delete the exemptions file and nothing else; a group, so that membership (or PIM
+// for Groups) decides who may approve, not this template.
+var storageBlobDataContributorRoleId = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_35: Flex Consumption without VNet integration reaches host storage over the public endpoint; shared keys are disabled, so only Entra ID principals with data roles get in.
@@ -132,6 +142,16 @@ resource evidenceContainer 'Microsoft.Storage/storageAccounts/blobServices/conta
   }
 }
 
+// Not under an immutability policy: the exemptions file is replaced whenever an exemption is approved or ends.
+// Each run records the SHA-256 of the file it evaluated (ExemptionsSha256) in its hash-chained evidence.
+resource configContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: configContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 // Container-level time-based retention (WORM): every evidence blob can be read but neither modified nor deleted
 // until it is evidenceRetentionDays old. The policy is created unlocked; lock it once the period is confirmed
 // (`az storage container immutability-policy lock`), after which it can only be extended. Note: a container
@@ -158,9 +178,21 @@ resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+resource exemptionApprovers 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(exemptionApproversGroupId)) {
+  name: guid(configContainer.id, exemptionApproversGroupId, storageBlobDataContributorRoleId)
+  scope: configContainer
+  properties: {
+    principalId: exemptionApproversGroupId
+    principalType: 'Group'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributorRoleId)
+    description: 'acr-pull-auditor: exemption approvers replace config/exemptions.yaml'
+  }
+}
+
 output name string = account.name
 output id string = account.id
 output blobEndpoint string = account.properties.primaryEndpoints.blob
 output deploymentContainerName string = deploymentContainer.name
 output spoolContainerName string = spoolContainer.name
 output evidenceContainerName string = evidenceContainer.name
+output configContainerName string = configContainer.name
