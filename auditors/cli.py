@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
+from pathlib import Path
 
 from auditors import __version__
 
@@ -68,8 +71,19 @@ def _add_collection_options(parser: argparse.ArgumentParser) -> None:
                        help="queries in flight at most, within the quota (1-16)")
 
 
+REPORT_FORMATS = ("html", "md", "json")
+RUN_RECORD = "run.json"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes in one line, like every other error (the usage is one `--help` away)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m auditors", description=__doc__)
+    parser = _Parser(prog="python -m auditors", description=__doc__)
     parser.add_argument("--version", action="version", version=f"acr-pull-auditor {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -80,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--snapshot", metavar="PATH", help="JSON / JSON Lines file or directory of Resource Graph rows")
     source.add_argument("--demo", action="store_true", help="scan the embedded demo estate")
     scan.add_argument("--pairs", metavar="FILE", help="YAML or JSON file declaring cluster -> registry pairs")
+    scan.add_argument("--exemptions", metavar="FILE",
+                      help="YAML or JSON file of approved, expiring exemptions (AUDIT_EXEMPTIONS_FILE)")
     scan.add_argument("--out", metavar="DIR", help="output directory (AUDIT_OUT_DIR; default ./out)")
     scan.add_argument("--fail-on", metavar="SEVERITY", type=_severity,
                       help="exit 1 when a Fail at or above this severity exists (Low, Medium, High, Critical)")
@@ -89,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="local files only (default), or also Log Analytics (settings from the environment)")
     scan.add_argument("--evidence", action="store_true", default=None,
                       help="write the evidence archive (on by default with --sink log-analytics)")
+    scan.add_argument("--report", action="append", choices=REPORT_FORMATS, metavar="FORMAT",
+                      help="also write report.html, report.md or summary.json beside the findings; repeatable")
     _add_collection_options(scan)
 
     run = commands.add_parser("run", help="what the Functions timer runs: everything from environment settings")
@@ -114,30 +132,87 @@ def _parser() -> argparse.ArgumentParser:
     snapshot.add_argument("--quiet", action="store_true", help="no progress output on stderr")
     _add_collection_options(snapshot)
 
-    rules = commands.add_parser("rules", help="list the rule catalog")
-    rules.add_argument("--json", action="store_true", help="print the catalog as JSON")
+    explain = commands.add_parser(
+        "explain", help="why a cluster can or cannot pull from a registry, step by step, with the fix",
+        description="Evaluates one cluster (and the registry, even when nothing pairs them) from the demo, a "
+                    "snapshot, live collection, or the findings file of an earlier run.")
+    explain.add_argument("cluster", metavar="CLUSTER", help="cluster name, or resource id when names collide")
+    explain.add_argument("registry", metavar="REGISTRY", nargs="?", help="registry name, login server or id")
+    given = explain.add_mutually_exclusive_group()
+    given.add_argument("--snapshot", metavar="PATH", help="a snapshot folder or file, as for scan")
+    given.add_argument("--demo", action="store_true", help="the embedded demo estate")
+    given.add_argument("--findings", metavar="FILE", help="findings.jsonl (or the out folder) of an earlier run")
+    explain.add_argument("--pairs", metavar="FILE", help="YAML or JSON file declaring cluster -> registry pairs")
+    explain.add_argument("--exemptions", metavar="FILE", help="exemptions file, as for scan")
+    explain.add_argument("--json", action="store_true", help="the explanation as JSON")
+    explain.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+    _add_collection_options(explain)
+
+    report = commands.add_parser("report", help="write the reports of an earlier run from its findings",
+                                 description="report.html (one self-contained page), report.md and summary.json.")
+    report.add_argument("--findings", metavar="FILE", required=True,
+                        help="findings.jsonl (or .jsonl.gz) of a run, or the out folder that holds it")
+    report.add_argument("--run", metavar="FILE", help="the run's record (default: run.json beside the findings)")
+    report.add_argument("--out", metavar="DIR", help="where to write (default: beside the findings)")
+    report.add_argument("--format", action="append", choices=REPORT_FORMATS, metavar="FORMAT",
+                        help="html, md or json; repeatable (default: all three)")
+
+    rules = commands.add_parser("rules", help="list the rule catalog, or show one rule with its documentation")
+    rules.add_argument("rule", metavar="RULE-ID", nargs="?", help="one rule, e.g. AKS-ACR-001 (or 001)")
+    rules.add_argument("--json", action="store_true", help="print the catalog (or the rule) as JSON")
 
     commands.add_parser("emulate", help="local HTTPS emulators of Azure services (python -m auditors emulate -h)",
                         add_help=False, prefix_chars="\0")
     return parser
 
 
-def _rules(as_json: bool) -> int:
-    from auditors.rules import RESERVED, catalog, catalog_document
+def _rules(args: argparse.Namespace) -> int:
+    from auditors.rules import catalog, catalog_document
 
-    if as_json:
+    if args.rule:
+        return _one_rule(args.rule, args.json)
+    if args.json:
         print(json.dumps(catalog_document(), indent=2))
         return EXIT_OK
-    print(f"{'Rule':<12} {'Severity':<9} {'Scope':<9} {'Category':<9} {'Cause':<5}  Title")
-    for rule in catalog():
-        meta = rule.meta
-        cause = str(meta.seed_cause) if meta.seed_cause else "-"
-        print(f"{meta.id:<12} {meta.severity.value:<9} {meta.scope.value:<9} {meta.category:<9} {cause:<5}  "
-              f"{meta.title}")
-    for rule_id, text in RESERVED.items():
-        print(f"{rule_id:<12} {'reserved':<9} {'pair':<9} {'':<9} {'2':<5}  {text}")
-    print("\nDocs: docs/rules/<ID>.md")
+    rows = [(m.id, m.severity.value, m.scope.value, m.category, str(m.seed_cause or "-"), m.title)
+            for m in (rule.meta for rule in catalog())]
+    header = ("Rule", "Severity", "Scope", "Category", "Cause", "Title")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[5])
+    print("\nOne rule with its documentation: python -m auditors rules AKS-ACR-001")
     return EXIT_OK
+
+
+DOCS_FOLDER = Path(__file__).resolve().parent.parent / "docs" / "rules"
+
+
+def _one_rule(wanted: str, as_json: bool) -> int:
+    from auditors.rules import RULES, catalog, catalog_document
+
+    catalog()  # discovers the rule modules
+    rule_id = wanted.upper() if wanted.upper().startswith("AKS-ACR-") else f"AKS-ACR-{wanted.zfill(3)}"
+    if rule_id not in RULES:
+        print(f"error: no rule {wanted!r}; the rules are {', '.join(sorted(RULES))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    document = next(d for d in catalog_document() if d["id"] == rule_id)
+    page = DOCS_FOLDER / f"{rule_id}.md"
+    text = page.read_text(encoding="utf-8") if page.is_file() else ""
+    if as_json:
+        print(json.dumps({**document, "documentation": text or None}, indent=2))
+        return EXIT_OK
+    if text:  # the page starts with front matter that repeats the metadata: show the page from its heading
+        print(text[text.find("\n# ") + 1:] if "\n# " in text else text)
+        return EXIT_OK
+    meta = RULES[rule_id].meta
+    print(f"# {meta.id}: {meta.title}\n\n{meta.synopsis}\n\nSeverity {meta.severity.value}, scope {meta.scope.value}, "
+          f"category {meta.category}; verdicts {', '.join(sorted(s.value for s in meta.statuses))}.\n\n"
+          f"Fix:\n{meta.remediation}\n\nDocumentation: docs/rules/{meta.id}.md in the source repository")
+    return EXIT_OK
+
+
+def _count(number: int, one: str, many: str = "") -> str:
+    return f"{number:,} {one if number == 1 else many or one + 's'}"
 
 
 def _progress(quiet: bool, tag: str):
@@ -152,7 +227,7 @@ def _report(outcome, fail_on=None) -> int:
     """Print the summary of a finished run and choose the exit code."""
     from auditors.pipeline import FAILED, INPUT_ERRORS
     from auditors.report import render
-    from auditors.rules import Status, catalog
+    from auditors.rules import catalog
 
     record = outcome.record
     if outcome.error is not None:
@@ -160,12 +235,20 @@ def _report(outcome, fail_on=None) -> int:
         return EXIT_BAD_INPUT if isinstance(outcome.error, INPUT_ERRORS) else EXIT_FAILED
     summary, inventory = outcome.summary, outcome.loaded.inventory
     print(render(summary, catalog()))
-    print(f"\n{summary.findings:,} findings for {len(inventory.clusters):,} clusters, "
-          f"{len(inventory.registries):,} registries and {outcome.pairs:,} pairs "
-          f"({outcome.unpaired_clusters:,} clusters with no known registry) in {outcome.seconds:.1f}s; "
+    print(f"\n{_count(summary.findings, 'finding')} for {_count(len(inventory.clusters), 'cluster')}, "
+          f"{_count(len(inventory.registries), 'registry', 'registries')} and {_count(outcome.pairs, 'pair')} "
+          f"({_count(outcome.unpaired_clusters, 'cluster')} with no known registry) in {outcome.seconds:.1f}s; "
           f"run {outcome.run.run_id}")
     if outcome.loaded.coverage is not None:
         print(outcome.loaded.coverage.summary_line())
+    changes = outcome.changes
+    if changes is not None and outcome.previous:
+        carried = (f", {changes.carried_forward:,} carried forward as Unknown (not collected this run)"
+                   if changes.carried_forward else "")
+        print(f"since the previous run ({outcome.previous}): {changes.new:,} new problem(s), {changes.fixed:,} "
+              f"fixed{carried}")
+    elif changes is not None:
+        print("since the previous run: no previous findings to compare with (every finding is New)")
     if outcome.out_files:
         print(f"wrote {', '.join(str(p) for p in outcome.out_files)}")
     if outcome.replayed is not None and outcome.replayed.rows:
@@ -176,13 +259,22 @@ def _report(outcome, fail_on=None) -> int:
         upload = remote.detail.get("upload", {})
         print(f"log analytics (findings): {upload.get('rows', 0):,} rows in {upload.get('requests', 0):,} requests, "
               f"{upload.get('spooled_rows', 0):,} spooled for the next run")
+    if outcome.exemptions is not None:
+        states = record.Exemptions
+        soon = ", ".join(f"{e['id']} ({e['expiresOn']})" for e in states.get("expiring", []))
+        print(f"exemptions ({outcome.exemptions.path}): {len(states.get('active', []))} in force, "
+              f"{sum(summary.exempted.values())} finding(s) exempted; expired: "
+              f"{', '.join(e['id'] for e in states.get('expired', [])) or 'none'}; expiring within 14 days: "
+              f"{soon or 'none'}; stale (matched nothing): {', '.join(states.get('stale', [])) or 'none'}")
     if record.EvidenceLocation:
         print(f"evidence: {record.EvidenceLocation}")
     for error in record.Errors:
         print(f"problem: {error}", file=sys.stderr)
-    if fail_on and summary.worst_fail and summary.worst_fail.rank >= fail_on.rank:
-        failing = summary.total(Status.FAIL)
-        print(f"--fail-on {fail_on.value}: {failing} Fail finding(s), worst severity {summary.worst_fail.value}",
+    gating = summary.fails_at_or_above(fail_on) if fail_on else 0
+    if gating:
+        exempted = sum(summary.exempted.values())
+        print(f"--fail-on {fail_on.value}: {gating} Fail finding(s) at {fail_on.value} or above (worst "
+              f"{summary.worst_fail.value}){f'; {exempted} exempted finding(s) not counted' if exempted else ''}",
               file=sys.stderr)
         return EXIT_FAIL_ON
     if record.RunStatus == FAILED:
@@ -201,10 +293,11 @@ def _settings(**overrides):
 
 
 def _input_errors():
+    from auditors.explain import ExplainError
     from auditors.pipeline import INPUT_ERRORS
     from auditors.settings import SettingsError
 
-    return (SettingsError, *INPUT_ERRORS)
+    return (SettingsError, ExplainError, *INPUT_ERRORS)
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -213,14 +306,98 @@ def _scan(args: argparse.Namespace) -> int:
 
     progress = _progress(args.quiet, "scan")
     settings = _settings(sink=args.sink, evidence=args.evidence, out_dir=args.out, pairs_file=args.pairs,
-                         arm_endpoint=args.arm_endpoint, scope=tuple(args.scope) if args.scope else None)
+                         exemptions_file=args.exemptions, arm_endpoint=args.arm_endpoint,
+                         scope=tuple(args.scope) if args.scope else None)
     services = Services(settings, progress)
     source = "demo" if args.demo else "snapshot" if args.snapshot else "live"
-    collector = services.resource_graph(page_size=args.page_size, concurrency=args.concurrency) \
-        if source == "live" else None
-    outcome = run_audit(settings, RunRequest(source, args.snapshot, args.run_id, collector), services=services,
-                        progress=progress)
-    return _report(outcome, args.fail_on)
+    request = RunRequest(source, args.snapshot, args.run_id,
+                         collector_options={"page_size": args.page_size, "concurrency": args.concurrency})
+    outcome = run_audit(settings, request, services=services, progress=progress)
+    code = _report(outcome, args.fail_on)
+    if args.report and outcome.error is None and outcome.out_files:
+        from auditors.reports import write_reports
+
+        written = write_reports(outcome.out_files[0], outcome.record.to_record(), outcome.out_files[0].parent,
+                                args.report)
+        print(f"reports: {', '.join(str(p) for p in written)}")
+    return code
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from auditors import explain
+
+    records = explain.read_findings(args.findings) if args.findings else _evaluate_cluster(args)
+    data = explain.explanation(records, args.cluster, args.registry)
+    print(json.dumps(data, indent=2, default=str) if args.json else explain.render(data))
+    return EXIT_OK
+
+
+def _evaluate_cluster(args: argparse.Namespace) -> list[dict]:
+    """Finding records of one cluster (and the registry asked about), evaluated from the demo, a snapshot or
+    live collection."""
+    import tempfile
+
+    from auditors.explain import pick_cluster
+    from auditors.pairing import resolve_registry
+    from auditors.pipeline import RunOutcome, RunRequest, new_run, prepare
+    from auditors.services import Services
+    from auditors.settings import Settings
+
+    progress = _progress(args.quiet, "explain")
+    settings = Settings.from_env(pairs_file=args.pairs, exemptions_file=args.exemptions, arm_endpoint=args.arm_endpoint,
+                                 scope=tuple(args.scope) if args.scope else None)
+    source = "demo" if args.demo else "snapshot" if args.snapshot else "live"
+    request = RunRequest(source, args.snapshot,
+                         collector_options={"page_size": args.page_size, "concurrency": args.concurrency})
+    run = new_run(request)
+    outcome = RunOutcome(run, None)
+    with tempfile.TemporaryDirectory(prefix="acr-explain-") as work:
+        evaluator = prepare(settings, request, Services(settings, progress), run, Path(work), None, progress, outcome)
+    inventory = evaluator.inventory
+    cluster = inventory.clusters[pick_cluster(args.cluster, ((c.key, c.name) for c in inventory.clusters.values()))]
+    registry = None
+    if args.registry:
+        keys, problem = resolve_registry(args.registry, inventory)
+        if not keys:
+            raise _explain_error(f"registry {args.registry!r}: {problem}")
+        if len(keys) > 1:
+            raise _explain_error(f"{len(keys)} registries are named {args.registry!r}; give the resource id: "
+                                 + ", ".join(inventory.registries[k].id for k in keys))
+        registry = inventory.registries[keys[0]]
+    return [f.to_record() for f in evaluator.cluster_findings(cluster, registry)]
+
+
+def _explain_error(message: str) -> Exception:
+    from auditors.explain import ExplainError
+
+    return ExplainError(message)
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    from auditors.reports import write_reports
+
+    findings = Path(args.findings)
+    if findings.is_dir():
+        findings = findings / "findings.jsonl"
+    if not findings.is_file():
+        print(f"error: {findings}: no such findings file", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    run_file = Path(args.run) if args.run else findings.parent / RUN_RECORD
+    run: dict = {}
+    if args.run or run_file.is_file():
+        try:
+            run = json.loads(run_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            print(f"error: {run_file}: unreadable run record: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    try:
+        written = write_reports(findings, run if isinstance(run, dict) else {}, args.out or findings.parent,
+                                args.format or REPORT_FORMATS)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -239,12 +416,15 @@ def _evidence(args: argparse.Namespace) -> int:
 
 def _snapshot(args: argparse.Namespace) -> int:
     from auditors.inputs import capture_snapshot
+    from auditors.pipeline import beyond_resource_graph
     from auditors.services import Services
 
     progress = _progress(args.quiet, "snapshot")
     settings = _settings(arm_endpoint=args.arm_endpoint, scope=tuple(args.scope) if args.scope else None)
-    collector = Services(settings, progress).resource_graph(page_size=args.page_size, concurrency=args.concurrency)
-    manifest = capture_snapshot(collector, args.out, progress)
+    services = Services(settings, progress)
+    services.check_arm_credential()
+    collector = services.resource_graph(page_size=args.page_size, concurrency=args.concurrency)
+    manifest = capture_snapshot(collector, args.out, progress, beyond_resource_graph(services))
     rows = sum(f["rows"] for f in manifest["files"])
     print(f"wrote {len(manifest['files'])} files ({rows:,} rows) and manifest.json to {args.out}")
     return EXIT_INCOMPLETE if manifest["coverage"]["gaps"] else EXIT_OK
@@ -260,8 +440,8 @@ def _emulate(argv: list[str]) -> int:
     return emulate(argv)
 
 
-COMMANDS = {"rules": lambda a: _rules(a.json), "snapshot": _snapshot, "run": _run, "evidence": _evidence,
-            "scan": _scan}
+COMMANDS = {"rules": _rules, "snapshot": _snapshot, "run": _run, "evidence": _evidence,
+            "scan": _scan, "explain": _explain, "report": _report_command}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,8 +449,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["emulate"]:
         return _emulate(argv[1:])
     args = _parser().parse_args(argv)
+    # The Azure SDKs log every failed credential and retry at WARNING; the CLI reports problems itself, once.
+    logging.getLogger("azure").setLevel(logging.ERROR)
     try:
         return COMMANDS[args.command](args)
     except _input_errors() as exc:  # unusable input, settings or credentials: one line, exit 2
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from auditors.arm import subscription_of
+from auditors.exemptions import ExemptionSet
 from auditors.findings import Finding, finding_id
 from auditors.model import T_REGISTRY, Cluster, Inventory, Registry
 from auditors.pairing import Pair, PairsConfig, pairs_for_cluster
 from auditors.rules import Result, Rule, Scope, Status, catalog, unknown
 from auditors.rules.context import ClusterContext, Environment, PairContext, RegistryContext
+from auditors.rules.exemption_expiry import ExemptionContext
 
 Progress = Callable[[str], None]
 
@@ -35,38 +36,21 @@ class _Placeholders(dict):
 def _remediation(rule: Rule, result: Result, values: dict[str, str]) -> str:
     if result.status not in (Status.FAIL, Status.UNKNOWN):
         return ""
-    return rule.meta.remediation.format_map(_Placeholders({k: v for k, v in values.items() if v}, **result.fix))
-
-
-def _check(rule: Rule, ctx, subscriptions: set[str]) -> Result:
-    try:
-        result = rule.check(ctx)
-    except Exception as exc:  # a rule bug on one odd row must not drop every other finding
-        return unknown(f"Internal error while evaluating {rule.meta.id}: {type(exc).__name__}: {exc}",
-                       error=type(exc).__name__)
-    return _unless_data_missing(rule, result, ctx.inventory, subscriptions)
-
-
-def _unless_data_missing(rule: Rule, result: Result, inventory: Inventory, subscriptions: set[str]) -> Result:
-    """A Fail reached while collection missed data the rule depends on becomes Unknown, naming the gap."""
-    if result.status != Status.FAIL or not inventory.gaps:
-        return result
-    gaps = inventory.missing(rule.meta.needs, subscriptions) + inventory.missing(rule.meta.needs_anywhere, None)
-    if not gaps:
-        return result
-    reasons = "; ".join(dict.fromkeys(f"{gap.query}: {gap.reason}" for gap in gaps))
-    return unknown(f"{result.message} This may be wrong: data it depends on could not be collected ({reasons}).",
-                   **result.evidence, wouldFail=True, missingData=[gap.to_dict() for gap in gaps[:10]])
+    template = result.fix.get("remediation") or rule.meta.remediation  # a result may need another kind of fix
+    fills = {k: v for k, v in result.fix.items() if k != "remediation"}
+    return template.format_map(_Placeholders({k: v for k, v in values.items() if v}, **fills))
 
 
 class Evaluator:
     def __init__(self, inventory: Inventory, config: PairsConfig, *, run_id: str, time_generated: str,
                  progress: Progress | None = None, now: datetime | None = None,
-                 credential_warn_days: int = 30) -> None:
+                 credential_warn_days: int = 30, pull_lookback: timedelta = timedelta(days=1),
+                 exemptions: ExemptionSet | None = None) -> None:
         self.inventory = inventory
         self.config = config
+        self.exemptions = exemptions
         self.env = Environment(inventory, config.principals, config.groups, now=now or _moment(inventory),
-                               credential_warn_days=credential_warn_days)
+                               credential_warn_days=credential_warn_days, pull_lookback=pull_lookback)
         self.run_id = run_id
         self.time_generated = time_generated
         self.progress = progress
@@ -77,25 +61,63 @@ class Evaluator:
 
     def run(self) -> Iterator[Finding]:
         for registry in self.inventory.registries.values():
-            ctx = RegistryContext(registry, self.env)
-            for rule in self.rules[Scope.REGISTRY]:
-                yield self._finding(rule, _check(rule, ctx, {registry.subscription_id}), registry=registry,
-                                    resource_ids=[registry.id])
+            yield from self._registry(registry)
         total, last_report = len(self.inventory.clusters), time.monotonic()
         for done, cluster in enumerate(self.inventory.clusters.values(), start=1):
             yield from self._cluster(cluster)
             if self.progress and time.monotonic() - last_report > 2:
                 last_report = time.monotonic()
                 self.progress(f"evaluated {done:,}/{total:,} clusters, {self.pair_count:,} pairs")
+        if self.exemptions is not None:
+            yield from self._exemption_findings()
+
+    def cluster_findings(self, cluster: Cluster, registry: Registry | None = None) -> list[Finding]:
+        """Every finding about one cluster: its own, its pairs' (or only the pair with `registry`, evaluated even
+        when nothing declares it) and those of the registries it pairs with."""
+        if registry is None:
+            findings = list(self._cluster(cluster))
+        else:
+            ctx = ClusterContext(cluster, self.env)
+            principal = ctx.principal.object_id
+            findings = [self._finding(rule, ctx.result(rule.meta.id), cluster=cluster, principal=principal,
+                                      resource_ids=[cluster.id]) for rule in self.rules[Scope.CLUSTER]]
+            pairs = pairs_for_cluster(cluster, self.inventory, self.config, self.env.roles, principal,
+                                      self.env.observed)
+            declared = next((p for p in pairs if p.registry_key == registry.key), None)
+            findings += self._pair(ctx, declared or Pair(cluster.key, registry.key, registry.name, ["explain"]),
+                                   principal)
+        paired = {f.RegistryId.lower() for f in findings if f.RegistryId}
+        for candidate in self.inventory.registries.values():
+            if candidate.id.lower() in paired:
+                findings += self._registry(candidate)
+        return findings
+
+    def _registry(self, registry: Registry) -> Iterator[Finding]:
+        ctx = RegistryContext(registry, self.env)
+        for rule in self.rules[Scope.REGISTRY]:
+            yield self._finding(rule, ctx.result(rule.meta.id), registry=registry, resource_ids=[registry.id])
+
+    def _exemption_findings(self) -> Iterator[Finding]:
+        """One AKS-ACR-013 finding per exemption, after every other finding (so its match count is complete)."""
+        for rule in self.rules[Scope.EXEMPTION]:
+            for exemption in self.exemptions:
+                ctx = ExemptionContext(exemption, self.exemptions.today, self.exemptions.matched(exemption))
+                try:
+                    result = rule.check(ctx)
+                except Exception as exc:  # a rule bug must not drop the finding
+                    result = unknown(f"Internal error while evaluating {rule.meta.id}: {type(exc).__name__}: {exc}")
+                finding = self._finding(rule, result, resource_ids=[f"exemption:{exemption.id.lower()}"])
+                finding.ResourceId = f"exemption:{exemption.id}"
+                finding.Owner = exemption.approved_by
+                yield finding
 
     def _cluster(self, cluster: Cluster) -> Iterator[Finding]:
         ctx = ClusterContext(cluster, self.env)
         principal = ctx.principal.object_id
-        subscriptions = {cluster.subscription_id, subscription_of(cluster.kubelet_resource_id)} - {""}
         for rule in self.rules[Scope.CLUSTER]:
-            yield self._finding(rule, _check(rule, ctx, subscriptions), cluster=cluster, principal=principal,
+            yield self._finding(rule, ctx.result(rule.meta.id), cluster=cluster, principal=principal,
                                 resource_ids=[cluster.id])
-        pairs = pairs_for_cluster(cluster, self.inventory, self.config, self.env.roles, principal)
+        pairs = pairs_for_cluster(cluster, self.inventory, self.config, self.env.roles, principal, self.env.observed)
         if not pairs:
             self.unpaired_clusters += 1
         for pair in pairs:
@@ -117,9 +139,8 @@ class Evaluator:
                                     resource_ids=ids, declared=pair.declared)
             return
         pair_ctx = PairContext(ctx, registry)
-        subscriptions = {ctx.cluster.subscription_id, registry.subscription_id}
         for rule in self.rules[Scope.PAIR]:
-            yield self._finding(rule, _check(rule, pair_ctx, subscriptions), cluster=ctx.cluster, registry=registry,
+            yield self._finding(rule, pair_ctx.result(rule.meta.id), cluster=ctx.cluster, registry=registry,
                                 principal=principal, source=source, resource_ids=[ctx.cluster.id, registry.id])
 
     def _finding(self, rule: Rule, result: Result, *, resource_ids: list[str], cluster: Cluster | None = None,
@@ -133,8 +154,11 @@ class Evaluator:
             "cluster_id": cluster.id if cluster else "", "cluster_location": cluster.location if cluster else "",
             "registry_name": registry.name if registry else declared,
             "registry_rg": registry.resource_group if registry else "", "registry_id": registry.id if registry else "",
+            "registry_login_server": registry.login_server if registry else "",
         }
         owner = (cluster.owner if cluster else "") or (registry.owner if registry else "")
+        exemption = self.exemptions.match(meta.id, cluster, registry) if self.exemptions is not None and \
+            meta.scope != Scope.EXEMPTION else None
         return Finding(
             TimeGenerated=self.time_generated,
             RunId=self.run_id,
@@ -159,5 +183,9 @@ class Evaluator:
             PairSource=source,
             Message=result.message,
             Remediation=_remediation(rule, result, values),
+            Controls=list(meta.controls),
+            Exempted=exemption is not None,
+            ExemptionId=exemption.id if exemption else "",
+            ExemptionExpiresOn=exemption.expires_on.isoformat() if exemption else None,
             Evidence=result.evidence,
         )

@@ -15,14 +15,17 @@ File (YAML or JSON, read through `auditors.safe_yaml`):
 Which findings an exemption covers
 - Its rules: each listed id, or every known id a glob matches. AKS-ACR-013 (exemption expired) is never
   covered: an exemption must not hide the report that exemptions lapsed.
-- Its resources: the selectors it gives are exactly the resources the finding is about. `clusters` only:
-  cluster findings; `registries` only: registry findings; both: pair findings (the cluster selector must
-  match the cluster and the registry selector the registry). Within a selector every given criterion must
-  hold and any glob of a criterion may match (`ClusterSelector.matches`, shared with the pairs file). With
-  `rule_scopes` the loader rejects entries whose selectors can never meet the scope of a rule they name
-  (e.g. `registries` on a cluster rule). A pair finding whose registry is not in the inventory is passed
-  with registry=None and so matches like a cluster finding; with `rule_scopes` no entry can name a pair rule
-  without `registries`, so such (Unknown) findings are never exempted.
+- Its resources: each selector it gives constrains that kind of resource of the finding: `clusters` the
+  finding's cluster, `registries` its registry. A finding without that kind of resource is not constrained by
+  that selector, but it must have at least one resource a given selector constrains. So `clusters` only
+  covers cluster findings and the pairs of those clusters; `registries` only covers registry findings and the
+  pairs of those registries; both cover cluster findings of the clusters, registry findings of the registries
+  and the pairs where both match (the issue's own example: rules AKS-ACR-006 and -012, which are cluster
+  rules, with `clusters` and `registries` given). Within a selector every given criterion must hold and any
+  glob of a criterion may match (`ClusterSelector.matches`, shared with the pairs file). With `rule_scopes`
+  the loader rejects entries whose selectors can never meet the scope of a rule they name (`registries` only on
+  a cluster rule, `clusters` only on a registry rule). A pair finding whose registry is not in the inventory
+  (registry=None) is matched by its cluster alone.
 - Several entries may cover one finding; `match` returns the first in force in file order, and every entry
   that selected the finding counts it (`stale()` lists entries in force that selected nothing).
 
@@ -102,11 +105,11 @@ class Exemption:
 
     def selects(self, rule_id: str, cluster: Cluster | None, registry: Registry | None) -> bool:
         """Whether this entry covers the finding, regardless of expiry (the reference semantics)."""
-        return (rule_id.upper() in self.rule_ids
-                and (self.clusters is not None) == (cluster is not None)
-                and (self.registries is not None) == (registry is not None)
-                and (cluster is None or self.clusters.matches(cluster))
-                and (registry is None or self.registries.matches(registry)))
+        constrained = (cluster is not None and self.clusters is not None) or (
+            registry is not None and self.registries is not None)
+        return (rule_id.upper() in self.rule_ids and constrained
+                and (cluster is None or self.clusters is None or self.clusters.matches(cluster))
+                and (registry is None or self.registries is None or self.registries.matches(registry)))
 
 
 class ExemptionSet:
@@ -118,13 +121,17 @@ class ExemptionSet:
         self.today, self.path, self.sha256 = today, path, sha256
         self._in_force = tuple(not e.is_expired(today) for e in self.exemptions)
         self._counts = [0] * len(self.exemptions)
-        by_rule_scope: dict[tuple[str, str], set[int]] = {}
+        by_rule: dict[str, set[int]] = {}
         for position, exemption in enumerate(self.exemptions):
             for rule_id in exemption.rule_ids:
-                by_rule_scope.setdefault((rule_id, exemption.scope), set()).add(position)
-        self._by_rule_scope = {key: frozenset(positions) for key, positions in by_rule_scope.items()}
+                by_rule.setdefault(rule_id, set()).add(position)
+        self._by_rule = {key: frozenset(positions) for key, positions in by_rule.items()}
         self._distinct = {"clusters": _distinct_selectors(self.exemptions, "clusters"),
                           "registries": _distinct_selectors(self.exemptions, "registries")}
+        self._with = {kind: frozenset(i for i, e in enumerate(self.exemptions) if getattr(e, kind) is not None)
+                      for kind in ("clusters", "registries")}
+        self._without = {kind: frozenset(range(len(self.exemptions))) - positions
+                         for kind, positions in self._with.items()}
         self._selected: dict[tuple[str, str, str], tuple[int, ...]] = {}
         self._resource_hits: dict[tuple[str, str], frozenset[int]] = {}
 
@@ -192,15 +199,17 @@ class ExemptionSet:
 
     def _select(self, rule_id: str, cluster: Cluster | None, registry: Registry | None) -> tuple[int, ...]:
         """Positions of the entries covering the finding, in file order (the semantics of `Exemption.selects`)."""
-        scope = _SCOPE_OF_SELECTORS.get((cluster is not None, registry is not None))
-        candidates = self._by_rule_scope.get((rule_id.upper(), scope))
+        candidates = self._by_rule.get(rule_id.upper())
         if not candidates:
             return ()
+        constrained: frozenset[int] = frozenset()
         if cluster is not None:
-            candidates = candidates & self._hits("clusters", cluster)
+            candidates = candidates & (self._hits("clusters", cluster) | self._without["clusters"])
+            constrained |= self._with["clusters"]
         if registry is not None:
-            candidates = candidates & self._hits("registries", registry)
-        return tuple(sorted(candidates))
+            candidates = candidates & (self._hits("registries", registry) | self._without["registries"])
+            constrained |= self._with["registries"]
+        return tuple(sorted(candidates & constrained))
 
     def _hits(self, attribute: str, resource: Cluster | Registry) -> frozenset[int]:
         """Positions of entries whose `attribute` selector matches the resource: each distinct selector is
@@ -398,12 +407,19 @@ def _covered_rule_ids(pattern: str, known: _Known, selected_scope: str | None) -
         named = {pattern} & known.rule_ids
     if not named:
         return (f"{pattern} matches no known rule id" if is_glob else f"{pattern} is not a known rule id"), frozenset()
-    fitting = frozenset(r for r in named if known.scopes.get(r, selected_scope) == selected_scope)
+    fitting = frozenset(r for r in named if _fits(known.scopes.get(r), selected_scope))
     if fitting or selected_scope is None:
         return "", fitting
     scopes = " and ".join(sorted({known.scopes[r] for r in named}))
     return (f"{pattern} reports {scopes} findings, which an exemption selecting {_describe(selected_scope)} "
             "never matches"), fitting
+
+
+def _fits(rule_scope: str | None, selected_scope: str | None) -> bool:
+    """Whether an entry selecting `selected_scope` resources can cover findings of a rule of `rule_scope`."""
+    if rule_scope is None or selected_scope is None or rule_scope == "pair" or selected_scope == "pair":
+        return True
+    return rule_scope == selected_scope
 
 
 def _describe(scope: str) -> str:

@@ -41,7 +41,7 @@ def pull_principal(cluster: Cluster, inventory: Inventory, principal_map: dict[s
         return PullPrincipal(
             "", "service principal",
             f"the cluster authenticates as service principal appId {client_id}, whose object id Microsoft Graph did "
-            f"not give ({_graph_state(inventory, 'Application.Read.All')}); it can also be declared under "
+            f"not give ({graph_state(inventory, 'Application.Read.All')}); it can also be declared under "
             "`principals:` in the pairs file",
         )
     if kind == IDENTITY_NONE:
@@ -49,7 +49,7 @@ def pull_principal(cluster: Cluster, inventory: Inventory, principal_map: dict[s
     return PullPrincipal("", "unknown", "the cluster row has neither servicePrincipalProfile nor identity")
 
 
-def _graph_state(inventory: Inventory, permission: str) -> str:
+def graph_state(inventory: Inventory, permission: str) -> str:
     """Why Microsoft Graph data is missing, for messages: not permitted, not queried, or not found."""
     permitted = inventory.permissions.get(permission)
     if permitted is False:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -18,8 +18,14 @@ from typing import Any
 import orjson
 
 from auditors import __version__
-from auditors.model import Gap, Inventory
-from auditors.sources.snapshot import LoadReport, SnapshotError, iter_snapshot, normalise_row
+from auditors.model import (
+    T_GRAPH_APPLICATION,
+    T_GRAPH_GROUP,
+    T_GRAPH_SERVICE_PRINCIPAL,
+    Gap,
+    Inventory,
+)
+from auditors.sources.snapshot import ID_LESS_TYPES, LoadReport, SnapshotError, iter_snapshot, normalise_row
 
 Progress = Callable[[str], None]
 MANIFEST = "manifest.json"
@@ -37,6 +43,16 @@ class Loaded:
     inventory: Inventory
     load: LoadReport | None = None  # snapshot and demo input
     coverage: Any = None  # resource_graph.Coverage for live collection
+    sources: dict[str, Any] = field(default_factory=dict)  # coverage of the sources beyond Resource Graph
+
+    def coverage_dict(self) -> dict:
+        """For the run record and a captured snapshot's manifest."""
+        base = self.coverage.as_dict() if self.coverage is not None else {
+            "rows": self.load.rows if self.load else None, "gaps": [g.to_dict() for g in self.inventory.gaps]}
+        if self.sources:
+            base["sources"] = {name: c if isinstance(c, dict) else c.as_dict() for name, c in self.sources.items()}
+        base["permissions"] = dict(self.inventory.permissions)
+        return base
 
 
 def read_manifest(snapshot: str | Path) -> dict | None:
@@ -53,6 +69,16 @@ def read_manifest(snapshot: str | Path) -> dict | None:
     return document
 
 
+def capture_time(manifest: dict | None) -> str:
+    """When a captured snapshot's data was taken (verdicts that depend on time are made for this moment)."""
+    if not manifest:
+        return ""
+    sources = (manifest.get("coverage") or {}).get("sources") or {}
+    insights = sources.get("containerInsights") if isinstance(sources, dict) else None
+    moment = manifest.get("capturedAt") or (insights or {}).get("capturedAt") or manifest.get("finishedAt") or ""
+    return moment if isinstance(moment, str) else ""
+
+
 def load_snapshot(snapshot: str | Path, progress: Progress, row_filter=None) -> Loaded:
     load = LoadReport()
     progress(f"reading snapshot {snapshot}")
@@ -60,14 +86,16 @@ def load_snapshot(snapshot: str | Path, progress: Progress, row_filter=None) -> 
     rows = iter_snapshot(snapshot, load)
     inventory = Inventory.from_rows(row_filter(rows) if row_filter else rows, progress=progress)
     progress("rows per table: " + ", ".join(f"{table} {count:,}" for table, count in sorted(load.tables.items())))
-    if manifest:  # a captured snapshot carries what its collection missed
+    if manifest:  # a captured snapshot carries what its collection missed, and when it was taken
         coverage = manifest.get("coverage") or {}
         try:
-            inventory.gaps = [Gap.from_dict(g) for g in coverage.get("gaps") or []]
-        except (AttributeError, TypeError) as exc:
-            raise SnapshotError(f"{Path(snapshot) / MANIFEST}: unreadable manifest: gaps: {exc}") from None
+            inventory.gaps += [Gap.from_dict(g) for g in coverage.get("gaps") or []]
+            apply_sources(inventory, coverage.get("sources") or {}, coverage.get("permissions") or {})
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"{Path(snapshot) / MANIFEST}: unreadable manifest: coverage: {exc}") from None
         if coverage.get("managementGroupRoleData"):
             inventory.tenant_scope_authorization = True
+        inventory.captured_at = capture_time(manifest) or inventory.captured_at
     for note in (load.skipped + inventory.notes)[:5]:
         progress(f"skipped: {note}")
     if len(load.skipped) + len(inventory.notes) > 5:
@@ -75,12 +103,18 @@ def load_snapshot(snapshot: str | Path, progress: Progress, row_filter=None) -> 
     return Loaded(inventory, load=load)
 
 
-def collect_live(collector, progress: Progress, row_filter=None) -> Loaded:
-    """Rows go straight from Resource Graph pages into the inventory (through `row_filter`, if given)."""
+def collect_live(collector, progress: Progress, row_filter=None, beyond=None) -> Loaded:
+    """Rows go straight from Resource Graph pages into the inventory (through `row_filter`, if given); then
+    `beyond` (a BeyondResourceGraph) asks Microsoft Graph, Resource Manager and Container Insights what Resource
+    Graph cannot show."""
     inventory = Inventory()
 
     def sink(query, rows: list[dict]) -> None:
         for row in row_filter(rows) if row_filter else rows:
+            declared = row.get("type")
+            if isinstance(declared, str) and declared.lower().startswith(ID_LESS_TYPES):
+                inventory.add({**row, "type": declared.lower()})  # not Resource Graph rows: keep their columns
+                continue
             normalised = normalise_row(row)
             if normalised.get("id") and normalised["type"]:
                 inventory.add(normalised)
@@ -88,14 +122,124 @@ def collect_live(collector, progress: Progress, row_filter=None) -> Loaded:
     progress(f"collecting from Resource Graph ({collector.scope.describe()})")
     coverage = collector.collect(sink)
     inventory.finish()
-    inventory.gaps = list(coverage.gaps)
+    inventory.gaps += list(coverage.gaps)
     inventory.tenant_scope_authorization = coverage.authorization_above_subscriptions
     progress(coverage.summary_line())
     for gap in coverage.gaps:
         progress(f"missing: {gap.query}: {gap.reason}")
     for note in coverage.partial:
         progress(f"partial: {note}")
-    return Loaded(inventory, coverage=coverage)
+    loaded = Loaded(inventory, coverage=coverage)
+    if beyond is not None and coverage.subscriptions_seen:
+        loaded.sources = beyond.collect(inventory, lambda name, rows: sink(None, rows), progress)
+        inventory.finish()
+    return loaded
+
+
+@dataclass(frozen=True)
+class FollowUps:
+    """What to ask beyond Resource Graph, decided from the inventory."""
+
+    groups: list[str]  # groups holding a pull-granting role over a registry, or named in a deny assignment
+    app_ids: list[str]  # service-principal clusters' appIds
+    deny_scopes: list[str]  # subscriptions holding registries
+    workspaces: dict[str, list[str]]  # Container Insights workspace -> its clusters
+
+
+def plan_follow_ups(inventory: Inventory) -> FollowUps:
+    from auditors.rbac import RoleResolver
+
+    resolver = RoleResolver(inventory)
+    over_registries: set[str] = set()
+    for registry in inventory.registries.values():
+        over_registries.update(scope for scope, _ in inventory.ancestor_scopes(registry.id)[0])
+    groups = {a.principal_id for scope in over_registries for a in inventory.group_assignments_by_scope.get(scope, ())
+              if resolver.grants(a.role_guid, "LegacyRegistryPermissions") is not False
+              or resolver.grants(a.role_guid, "AbacRepositoryPermissions")}
+    for denies in inventory.deny_assignments_by_scope.values():
+        for deny in denies:
+            groups.update(deny.groups)
+    app_ids = {c.service_principal_client_id.lower() for c in inventory.clusters.values()
+               if c.identity_kind == "service-principal"}
+    subscriptions = {r.subscription_id for r in inventory.registries.values() if r.subscription_id}
+    workspaces: dict[str, list[str]] = {}
+    for cluster in inventory.clusters.values():
+        if cluster.insights_workspace:
+            workspaces.setdefault(cluster.insights_workspace, []).append(cluster.id)
+    deny_scopes = [f"/subscriptions/{subscription}" for subscription in sorted(subscriptions)]
+    return FollowUps(sorted(groups - {""}), sorted(app_ids - {""}), deny_scopes, workspaces)
+
+
+class BeyondResourceGraph:
+    """Deny assignments (Resource Manager), then Microsoft Graph (groups, including those deny assignments name,
+    and service principals), then Container Insights (observed pulls): each optional, each recorded in the
+    coverage; a source that is not permitted leaves its verdicts Unknown with a message that says so."""
+
+    def __init__(self, services, *, deny: bool = True, graph: bool = True, insights: bool = True) -> None:
+        self.services, self.deny, self.graph, self.insights = services, deny, graph, insights
+
+    def collect(self, inventory: Inventory, add_rows: Callable[[str, list[dict]], None],
+                progress: Progress) -> dict[str, Any]:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        sources: dict[str, Any] = {}
+        plan = plan_follow_ups(inventory)
+        steps = ((self.deny, "denyAssignments", self._deny), (self.graph, "microsoftGraph", self._graph),
+                 (self.insights, "containerInsights", self._insights))
+        for enabled, name, step in steps:
+            if not enabled:
+                continue
+            try:
+                sources[name] = step(inventory, plan_follow_ups(inventory) if name == "microsoftGraph" else plan,
+                                     add_rows, progress)
+            except ClientAuthenticationError as exc:  # this source's credential is refused: note it, go on
+                reason = f"{name}: the credential was rejected: {str(exc).splitlines()[0][:300]}"
+                progress(f"skipped: {reason}")
+                sources[name] = {"skipped": reason}
+                inventory.permissions[name] = False
+        apply_sources(inventory, {n: c if isinstance(c, dict) else c.as_dict() for n, c in sources.items()}, {})
+        return sources
+
+    def _deny(self, inventory: Inventory, plan: FollowUps, add_rows, progress: Progress):
+        coverage = self.services.deny_assignments().collect(plan.deny_scopes, lambda rows: add_rows("deny", rows))
+        progress(coverage.summary_line())
+        return coverage
+
+    def _graph(self, inventory: Inventory, plan: FollowUps, add_rows, progress: Progress):
+        coverage = self.services.graph().collect(plan.groups, plan.app_ids, add_rows)
+        progress(coverage.summary_line())
+        return coverage
+
+    def _insights(self, inventory: Inventory, plan: FollowUps, add_rows, progress: Progress):
+        from auditors.sources.container_insights import WorkspaceTarget
+
+        targets = [WorkspaceTarget(workspace, "", tuple(clusters)) for workspace, clusters in plan.workspaces.items()]
+        coverage = self.services.container_insights().collect(targets, add_rows)
+        progress(coverage.summary_line())
+        return coverage
+
+
+def apply_sources(inventory: Inventory, sources: dict[str, dict], permissions: dict) -> None:
+    """What a coverage record says about the sources beyond Resource Graph, onto the inventory: permissions,
+    whether deny assignments were listed, when observed pulls were captured, and their gaps."""
+    inventory.permissions.update({k: v for k, v in permissions.items() if isinstance(k, str)})
+    graph = sources.get("microsoftGraph") or {}
+    inventory.permissions.update(graph.get("permissions") or {})
+    for reason in graph.get("gaps") or []:
+        inventory.gaps.append(Gap("microsoft_graph", (T_GRAPH_GROUP, T_GRAPH_SERVICE_PRINCIPAL, T_GRAPH_APPLICATION),
+                                  frozenset(), str(reason)))
+    deny = sources.get("denyAssignments") or {}
+    if deny and "skipped" not in deny:
+        inventory.deny_listed = True
+        gaps = [Gap.from_dict(g) for g in deny.get("gaps") or []]
+        forbidden = bool(gaps) and all("denyAssignments/read" in g.reason for g in gaps) and not deny.get("rows")
+        inventory.permissions.setdefault("denyAssignments", not forbidden)
+        inventory.gaps += gaps
+    insights = sources.get("containerInsights") or {}
+    if insights and "skipped" not in insights:
+        inventory.permissions.setdefault("containerInsights", True)
+        inventory.captured_at = insights.get("capturedAt") or inventory.captured_at
+        inventory.gaps += [Gap.from_dict(g) for g in insights.get("gaps") or []]
 
 
 class RowRecorder:
@@ -118,26 +262,54 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def capture_snapshot(collector, out_dir: str | Path, progress: Progress | None = None) -> dict:
-    """Collect live and write one JSON Lines file per query plus a manifest with hashes, for offline replay."""
+# Files of a captured snapshot for the sources beyond Resource Graph.
+FOLLOW_UP_FILES = {"deny": "deny_assignments", "groups": "microsoft_graph", "serviceprincipals": "microsoft_graph",
+                   "applications": "microsoft_graph", "containerinsights/kubeevents": "container_insights",
+                   "containerinsights/containerinventory": "container_insights"}
+
+
+def capture_snapshot(collector, out_dir: str | Path, progress: Progress | None = None, beyond=None) -> dict:
+    """Collect live and write one JSON Lines file per query (and per source beyond Resource Graph) plus a
+    manifest with hashes and coverage, for offline replay."""
     say = progress or (lambda _msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     handles: dict[str, Any] = {}
     counts: dict[str, int] = {}
+    planning = Inventory()  # what the follow-up sources are asked is decided from the rows themselves
+
+    def write(name: str, rows: list[dict]) -> None:
+        handle = handles.get(name)
+        if handle is None:
+            handle = handles[name] = (out / f"{name}.jsonl").open("wb")
+            counts[name] = 0
+        handle.write(b"".join(orjson.dumps(row, default=str) + b"\n" for row in rows))
+        counts[name] += len(rows)
 
     def sink(query, rows: list[dict]) -> None:
-        handle = handles.get(query.name)
-        if handle is None:
-            handle = handles[query.name] = (out / f"{query.name}.jsonl").open("wb")
-            counts[query.name] = 0
-        handle.write(b"".join(orjson.dumps(row, default=str) + b"\n" for row in rows))
-        counts[query.name] += len(rows)
+        write(query.name, rows)
+        for row in rows:
+            normalised = normalise_row(row)
+            if normalised.get("id") and normalised["type"]:
+                planning.add(normalised)
 
     started = _now()
     say(f"collecting from Resource Graph ({collector.scope.describe()}) into {out}")
+    sources: dict[str, Any] = {}
     try:
         coverage = collector.collect(sink)
+        planning.finish()
+        planning.tenant_scope_authorization = coverage.authorization_above_subscriptions
+        if beyond is not None and coverage.subscriptions_seen:
+            def add(name: str, rows: list[dict]) -> None:
+                if rows:
+                    write(FOLLOW_UP_FILES.get(name) or FOLLOW_UP_FILES.get(str(rows[0].get("type")), name), rows)
+                for row in rows:
+                    declared = str(row.get("type", "")).lower()
+                    planning.add({**row, "type": declared} if declared.startswith(ID_LESS_TYPES) else
+                                 normalise_row(row))
+
+            sources = beyond.collect(planning, add, say)
     finally:
         for handle in handles.values():
             handle.close()
@@ -150,11 +322,13 @@ def capture_snapshot(collector, out_dir: str | Path, progress: Progress | None =
                       "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
     manifest = {
         "tool": "acr-pull-auditor", "toolVersion": __version__, "kind": "resource-graph-snapshot",
-        "startedAt": started, "finishedAt": _now(), "scope": collector.scope.describe(),
+        "startedAt": started, "finishedAt": _now(),
+        "capturedAt": getattr(sources.get("containerInsights"), "as_dict", dict)().get("capturedAt") or started,
+        "scope": collector.scope.describe(),
         "endpoint": collector.endpoint,
         "queries": {name: {"table": q.table, "text": q.text, "rows": counts.get(name, 0)}
                     for name, q in collector_queries().items()},
-        "files": files, "coverage": coverage.as_dict(),
+        "files": files, "coverage": Loaded(planning, coverage=coverage, sources=sources).coverage_dict(),
     }
     (out / MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
     say(coverage.summary_line())

@@ -113,6 +113,7 @@ def _resource_fields(row: dict) -> dict:
 @dataclass(slots=True)
 class Cluster(Resource):
     has_properties: bool = False
+    provisioning_state: str = ""  # present on a complete row, whatever the identity
     identity_type: str = ""
     service_principal_client_id: str = ""
     kubelet_object_id: str = ""
@@ -147,6 +148,7 @@ class Cluster(Resource):
         return cls(
             **_resource_fields(row),
             has_properties=bool(props),
+            provisioning_state=_text(dig(props, "provisioningState")),
             identity_type=_text(dig(row, "identity", "type")),
             service_principal_client_id=_text(dig(props, "servicePrincipalProfile", "clientId")),
             kubelet_object_id=_text(dig(kubelet, "objectId")).lower(),

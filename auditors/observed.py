@@ -237,6 +237,7 @@ class ObservedPulls:
     ran: dict[str, dict[str, datetime]] = field(default_factory=dict)  # cluster -> ACR host -> last seen running
     other_registries: dict[str, OtherRegistry] = field(default_factory=dict)
     ignored: Counter = field(default_factory=Counter)  # rows left out, by reason
+    _failing_by_cluster: dict[str, set[str]] | None = field(default=None, repr=False)
 
     @property
     def window_start(self) -> datetime:
@@ -266,6 +267,23 @@ class ObservedPulls:
 
     def clusters(self) -> set[str]:
         return {cluster for cluster, _ in self.failures} | set(self.ran)
+
+    def registries_of(self, cluster_id: str) -> list[str]:
+        """ACR hosts the cluster ran images from or failed to pull from, in the window."""
+        if self._failing_by_cluster is None:
+            self._failing_by_cluster = {}
+            for cluster, registry in self.failures:
+                self._failing_by_cluster.setdefault(cluster, set()).add(registry)
+        key = norm_id(cluster_id)
+        return sorted(set(self.ran.get(key, {})) | self._failing_by_cluster.get(key, set()))
+
+    def others_of(self, cluster_id: str) -> dict[str, dict[str, int]]:
+        """Registries that are not Azure Container Registries the cluster used: host -> counts."""
+        key = norm_id(cluster_id)
+        return {host: {"failedPulls": other.failed_pulls if key in other.clusters_failing else 0,
+                       "running": int(key in other.clusters_running)}
+                for host, other in sorted(self.other_registries.items())
+                if key in other.clusters_failing or key in other.clusters_running}
 
     # -- building -----------------------------------------------------------------------------------------------
     def _in_window(self, moment: datetime | None) -> bool:

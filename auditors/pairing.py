@@ -22,7 +22,7 @@ from auditors.rbac import RoleResolver
 from auditors.safe_yaml import DocumentError, load_document
 
 PAIR_TAG = "acr-pull-registries"
-SOURCE_TAG, SOURCE_FILE, SOURCE_RBAC = "tag", "pairs-file", "role-assignment"
+SOURCE_TAG, SOURCE_FILE, SOURCE_RBAC, SOURCE_OBSERVED = "tag", "pairs-file", "role-assignment", "observed"
 _SEPARATORS = re.compile(r"[\s,;]+")
 
 
@@ -180,9 +180,10 @@ def resolve_registry(token: str, inventory: Inventory) -> tuple[list[str], str]:
 
 
 def pairs_for_cluster(cluster: Cluster, inventory: Inventory, config: PairsConfig, roles: RoleResolver,
-                      principal: str | None = None) -> list[Pair]:
+                      principal: str | None = None, observed=None) -> list[Pair]:
     """The cluster's pairs, each with every source that declared or implied it. `principal` is the cluster's
-    pull principal when the caller already resolved it."""
+    pull principal when the caller already resolved it; `observed` (ObservedPulls) adds the registries the
+    cluster was seen pulling from (images running, or failed pulls) that are in the inventory."""
     found: dict[str, Pair] = {}
 
     def add(key: str, registry_key: str, declared: str, source: str, problem: str = "") -> None:
@@ -218,4 +219,8 @@ def pairs_for_cluster(cluster: Cluster, inventory: Inventory, config: PairsConfi
             targets = inventory.registries_by_group.get(assignment.scope, [])
         for key in targets:
             add(key, key, inventory.registries[key].name, SOURCE_RBAC)
+    for host in observed.registries_of(cluster.key) if observed is not None else ():
+        keys = inventory.registries_by_login_server.get(host, [])
+        if len(keys) == 1:  # a registry of another tenant (or ambiguous): counted in AKS-ACR-002's evidence only
+            add(keys[0], keys[0], host, SOURCE_OBSERVED)
     return list(found.values())

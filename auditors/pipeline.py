@@ -23,23 +23,45 @@ from typing import Any
 from azure.core.exceptions import ClientAuthenticationError
 
 from auditors import __version__
+from auditors.changes import ChangeCounts, ChangeTracker, PreviousRun
+from auditors.durations import parse_lookback
 from auditors.engine import Evaluator
-from auditors.inputs import Loaded, RowRecorder, collect_live, demo_path, load_snapshot
+from auditors.exemptions import ExemptionsError, ExemptionSet, load_exemptions
+from auditors.inputs import (
+    BeyondResourceGraph,
+    Loaded,
+    RowRecorder,
+    capture_time,
+    collect_live,
+    demo_path,
+    load_snapshot,
+    read_manifest,
+)
+from auditors.model import T_CLUSTER, T_REGISTRY
 from auditors.pairing import PairsConfig, PairsFileError, load_pairs_file
 from auditors.report import Summary
-from auditors.rules import Status, catalog_version
+from auditors.rules import Status, catalog, catalog_version
 from auditors.scopes import ScopeError
 from auditors.services import Services
 from auditors.settings import Settings
 from auditors.sinks.base import FindingSink, SinkStats, deliver
 from auditors.sinks.evidence import EvidenceSink
-from auditors.sinks.local import LocalFilesSink, OutputFolderError, check_output_folder
+from auditors.sinks.local import (
+    FINDINGS_JSONL,
+    LocalFilesSink,
+    OutputFolderError,
+    check_output_folder,
+    write_run_record,
+)
 from auditors.sinks.log_analytics import LogAnalyticsSink, UploadStats
+from auditors.sinks.store import ObjectMissing
 from auditors.sinks.tables import RunRecord
+from auditors.sources.connection import EndpointProblem
 from auditors.sources.snapshot import SnapshotError
 
 Progress = Callable[[str], None]
-INPUT_ERRORS = (SnapshotError, PairsFileError, ScopeError, ClientAuthenticationError, OutputFolderError)
+INPUT_ERRORS = (SnapshotError, PairsFileError, ScopeError, ClientAuthenticationError, OutputFolderError,
+                ExemptionsError, EndpointProblem)
 SUCCEEDED, INCOMPLETE, FAILED = "Succeeded", "Incomplete", "Failed"
 
 
@@ -55,7 +77,8 @@ class RunRequest:
     source: str = "live"  # demo | snapshot | live
     snapshot: str | Path | None = None
     run_id: str | None = None
-    collector: Any = None
+    collector: Any = None  # a prepared Resource Graph collector (tests); else built from the settings
+    collector_options: dict = field(default_factory=dict)  # page_size, concurrency
 
 
 @dataclass(frozen=True)
@@ -80,6 +103,9 @@ class RunOutcome:
     delivered: dict[str, SinkStats] = field(default_factory=dict)
     replayed: UploadStats | None = None
     evidence_prefix: str = ""
+    exemptions: ExemptionSet | None = None
+    changes: ChangeCounts | None = None
+    previous: str = ""  # where the previous run's findings came from ('' when there were none)
     error: Exception | None = None  # why the run itself failed
     seconds: float = 0.0
 
@@ -104,7 +130,7 @@ class RunOutcome:
 def run_audit(settings: Settings, request: RunRequest, *, services: Services | None = None,
               progress: Progress | None = None, log_analytics: LogAnalyticsSink | None = None) -> RunOutcome:
     say = progress or (lambda _m: None)
-    run = RunInfo(request.run_id or str(uuid.uuid4()), datetime.now(UTC), request.source)
+    run = new_run(request)
     services = services or Services(settings, say)
     outcome = RunOutcome(run, RunRecord())
     work = Path(tempfile.mkdtemp(prefix="acr-audit-"))  # this run's own scratch folder
@@ -113,20 +139,22 @@ def run_audit(settings: Settings, request: RunRequest, *, services: Services | N
     try:
         remote = _remote_delivery(settings, services, log_analytics, outcome, errors, say)
         try:
-            config = _pairs(settings, request)                                       # settings
             check_output_folder(settings.out_dir)
-            outcome.loaded = _load(request, services, recorder, say)                  # collect or load → inventory
-            evaluator = Evaluator(outcome.loaded.inventory, config, run_id=run.run_id,  # evaluate
-                                  time_generated=run.time_generated, progress=say)
+            evaluator = prepare(settings, request, services, run, work, recorder, say, outcome)  # load → evaluator
+            previous = _previous_run(settings, services, run, outcome.loaded, work, say)
+            outcome.previous = previous.origin if previous else ""
+            tracker = ChangeTracker(previous, run_id=run.run_id, time_generated=run.time_generated,
+                                    not_collected=_not_collected(outcome.loaded.inventory))
+            outcome.changes = tracker.counts
             outcome.summary = Summary()
             sinks = _sinks(settings, run, work, outcome.summary, remote)
-            outcome.delivered = deliver(evaluator.run(), sinks)                       # deliver
+            outcome.delivered = deliver(tracker.annotate(evaluator.run()), sinks)     # changes, deliver
             outcome.pairs, outcome.unpaired_clusters = evaluator.pair_count, evaluator.unpaired_clusters
         except Exception as exc:  # the run is recorded as Failed, whatever broke
             outcome.error = exc
             errors.append(f"run failed: {type(exc).__name__}: {exc}")
-            say(f"run failed: {exc}")
-            if not isinstance(exc, INPUT_ERRORS):
+            if not isinstance(exc, INPUT_ERRORS):  # input errors are the caller's to print, once
+                say(f"run failed: {exc}")
                 say(traceback.format_exc(limit=5))
         finally:
             if recorder:
@@ -134,6 +162,8 @@ def run_audit(settings: Settings, request: RunRequest, *, services: Services | N
         for stats in outcome.delivered.values():
             errors += stats.errors
         outcome.record = _record(run, settings, outcome, errors, services, remote)
+        if outcome.out_files:  # beside the findings, for `report` and `explain` later
+            write_run_record(outcome.out_files[0].parent, outcome.record.to_record(), run.run_id)
         if settings.evidence:
             _archive(services, outcome, work, recorder, say)                         # archive
         if remote is not None:                                                        # record
@@ -145,6 +175,72 @@ def run_audit(settings: Settings, request: RunRequest, *, services: Services | N
         shutil.rmtree(work, ignore_errors=True)
     outcome.seconds = (datetime.now(UTC) - run.started).total_seconds()
     return outcome
+
+
+def prepare(settings: Settings, request: RunRequest, services: Services, run: RunInfo, work: Path,
+            recorder: RowRecorder | None, say: Progress, outcome: RunOutcome) -> Evaluator:
+    """Settings, exemptions and inventory (collected or loaded) made into an evaluator; `outcome` records what
+    was loaded as soon as it is, so a failure later still reports it."""
+    config = _pairs(settings, request)
+    outcome.exemptions = _exemptions(settings, services, work, evaluation_moment(request), say)
+    outcome.loaded = _load(request, services, recorder, say)
+    return Evaluator(outcome.loaded.inventory, config, run_id=run.run_id, time_generated=run.time_generated,
+                     progress=say, credential_warn_days=settings.credential_warn_days,
+                     pull_lookback=parse_lookback(settings.pull_lookback), exemptions=outcome.exemptions)
+
+
+def _previous_run(settings: Settings, services: Services, run: RunInfo, loaded: Loaded, work: Path,
+                  say: Progress) -> PreviousRun | None:
+    """The previous run's findings, copied into this run's work folder: the output folder's, else (a timer run
+    has no lasting output folder) the newest archived run of the same scope that did not fail."""
+    local = Path(settings.out_dir) / FINDINGS_JSONL
+    try:
+        if local.is_file():
+            copy = work / "previous-findings.jsonl"
+            shutil.copyfile(local, copy)
+            origin = str(local)
+        elif settings.evidence:
+            found = services.evidence_archive.latest_findings(_scope(run, settings, loaded))
+            if found is None:
+                say("changes: no previous run of this scope in the evidence archive; every finding is New")
+                return None
+            copy, origin = work / "previous-findings.jsonl.gz", found[1]
+            copy.write_bytes(found[0])
+        else:
+            say(f"changes: no previous findings in {settings.out_dir}; every finding is New")
+            return None
+        previous = PreviousRun.read(copy, origin)
+    except Exception as exc:  # comparing is a convenience: without it, every finding is New
+        say(f"changes: the previous run's findings could not be read ({type(exc).__name__}: {exc}); "
+            "every finding is New")
+        return None
+    say(f"changes: compared with run {previous.run_id or '?'} ({len(previous.statuses):,} findings, {origin})")
+    return previous
+
+
+def _not_collected(inventory) -> Callable[[str], str | None]:
+    """Why this run has no cluster or registry data for a subscription (None: it has)."""
+    gaps = inventory.missing((T_CLUSTER, T_REGISTRY), None)
+
+    def why(subscription_id: str) -> str | None:
+        subscription = subscription_id.lower()
+        for gap in gaps:
+            if not gap.subscriptions or subscription in gap.subscriptions:
+                return f"{gap.query}: {gap.reason}"
+        return None
+
+    return why
+
+
+def _scope(run: RunInfo, settings: Settings, loaded: Loaded | None) -> str:
+    """What the run covered, as the run record and the evidence chain name it."""
+    if loaded is not None and loaded.coverage is not None:
+        return loaded.coverage.scope
+    return "snapshot" if run.source != "live" else " ".join(settings.scope) or "tenant"
+
+
+def new_run(request: RunRequest) -> RunInfo:
+    return RunInfo(request.run_id or str(uuid.uuid4()), datetime.now(UTC), request.source)
 
 
 def _remote_delivery(settings: Settings, services: Services, given: LogAnalyticsSink | None, outcome: RunOutcome,
@@ -162,6 +258,45 @@ def _remote_delivery(settings: Settings, services: Services, given: LogAnalytics
     return remote
 
 
+def evaluation_moment(request: RunRequest) -> datetime:
+    """The moment verdicts are made for: a snapshot's capture time (a replay gives the same verdicts later), else
+    now."""
+    if request.source in ("demo", "snapshot"):
+        captured = capture_time(read_manifest(demo_path() if request.source == "demo" else request.snapshot))
+        if captured:
+            try:
+                moment = datetime.fromisoformat(captured.replace("Z", "+00:00"))
+                return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            except ValueError:
+                pass
+    return datetime.now(UTC)
+
+
+def _exemptions(settings: Settings, services: Services, work: Path, moment: datetime,
+                say: Progress) -> ExemptionSet | None:
+    """The exemptions file (a path, or `blob:CONTAINER/NAME` in the auditor's storage), validated for the run's
+    date; a missing blob means no exemptions yet, a missing local file is an error."""
+    source = settings.exemptions_file
+    if not source:
+        return None
+    path = Path(source)
+    if source.startswith("blob:"):
+        container, _, name = source[5:].partition("/")
+        try:
+            data = services.store(container).get(name)
+        except ObjectMissing:
+            say(f"no exemptions: {source} does not exist yet")
+            return None
+        path = work / Path(name).name
+        path.write_bytes(data)
+    ids = {r.meta.id: r.meta.scope.value for r in catalog()}
+    exemptions = load_exemptions(path, rule_ids=list(ids), today=moment.date(), max_days=settings.exemption_max_days,
+                                 rule_scopes=ids)
+    exemptions.path = source
+    say(f"exemptions: {len(exemptions)} from {source} ({len(exemptions.expired())} expired)")
+    return exemptions
+
+
 def _pairs(settings: Settings, request: RunRequest) -> PairsConfig:
     if settings.pairs_file:
         return load_pairs_file(settings.pairs_file)
@@ -176,7 +311,16 @@ def _load(request: RunRequest, services: Services, recorder: RowRecorder | None,
         return load_snapshot(demo_path(), say, record_rows)
     if request.source == "snapshot":
         return load_snapshot(request.snapshot, say, record_rows)
-    return collect_live(request.collector or services.resource_graph(), say, record_rows)
+    if request.collector is None:
+        services.check_arm_credential()
+    collector = request.collector or services.resource_graph(**request.collector_options)
+    return collect_live(collector, say, record_rows, beyond_resource_graph(services))
+
+
+def beyond_resource_graph(services: Services) -> BeyondResourceGraph:
+    settings = services.settings
+    return BeyondResourceGraph(services, deny=settings.deny_assignments, graph=settings.graph,
+                               insights=settings.container_insights)
 
 
 def _sinks(settings: Settings, run: RunInfo, work: Path, summary: Summary,
@@ -199,9 +343,12 @@ def _archive(services: Services, outcome: RunOutcome, work: Path, recorder: RowR
         findings = work / "findings.jsonl.gz"
         if not findings.exists():  # the run failed before any finding: archive an empty list
             EvidenceSink(work).close()
+        exemptions = outcome.exemptions
         archived = archive.write(record.to_record(), findings_gz=findings,
                                  snapshot_path=recorder.path if recorder else None, started=outcome.run.started,
-                                 queries=_query_texts())
+                                 queries=_query_texts(), exemptions=None if exemptions is None else {
+                                     "file": exemptions.path, "sha256": exemptions.sha256,
+                                     "exemptions": exemptions.as_records()})
         # After writing: summary.json cannot hold the hash of the manifest that lists it; the run row does.
         outcome.evidence_prefix = archived.prefix
         record.ManifestSha256, record.PreviousManifestSha256 = archived.manifest_sha256, \
@@ -222,17 +369,13 @@ def _query_texts() -> dict[str, str]:
 def _record(run: RunInfo, settings: Settings, outcome: RunOutcome, errors: list[str], services: Services,
             remote: LogAnalyticsSink | None) -> RunRecord:
     summary, loaded = outcome.summary, outcome.loaded
+    changes = outcome.changes or ChangeCounts()
     counts = {rule: dict(c) for rule, c in summary.counts.items()} if summary and outcome.error is None else {}
     totals: Counter = Counter()
     for rule_counts in counts.values():
         totals.update(rule_counts)
-    coverage: dict = {}
-    scope = "snapshot" if run.source != "live" else " ".join(settings.scope) or "tenant"
-    if loaded is not None and loaded.coverage is not None:
-        coverage, scope = loaded.coverage.as_dict(), loaded.coverage.scope
-    elif loaded is not None:
-        coverage = {"source": run.source, "rows": loaded.load.rows if loaded.load else None,
-                    "gaps": [g.to_dict() for g in loaded.inventory.gaps]}
+    coverage: dict = {"source": run.source, **loaded.coverage_dict()} if loaded is not None else {}
+    scope = _scope(run, settings, loaded)
     pending_entries = 0
     if remote is not None:
         pending_entries, pending_bytes = remote.spool.usage()
@@ -257,8 +400,22 @@ def _record(run: RunInfo, settings: Settings, outcome: RunOutcome, errors: list[
         FindingCount=sum(totals.values()), PassCount=totals[Status.PASS.value], FailCount=totals[Status.FAIL.value],
         UnknownCount=totals[Status.UNKNOWN.value], NotApplicableCount=totals[Status.NOT_APPLICABLE.value],
         Counts=counts, Coverage=coverage, Errors=errors, SpoolPending=pending_entries, ToolVersion=__version__,
-        RuleCatalogVersion=catalog_version(),
+        RuleCatalogVersion=catalog_version(), Permissions=dict(loaded.inventory.permissions) if loaded else {},
+        UnreadableRows=loaded.inventory.unreadable_rows if loaded else 0,
+        ExemptedCount=sum(summary.exempted.values()) if summary else 0,
+        ExemptionsSha256=outcome.exemptions.sha256 if outcome.exemptions else "",
+        Exemptions=_exemption_states(outcome.exemptions),
+        NewCount=changes.new, FixedCount=changes.fixed, CarriedForward=changes.carried_forward,
     )
+
+
+def _exemption_states(exemptions: ExemptionSet | None) -> dict:
+    if exemptions is None:
+        return {}
+    return {"active": [e.id for e in exemptions.active()],
+            "expiring": [{"id": e.id, "expiresOn": e.expires_on.isoformat()} for e in exemptions.expiring_within()],
+            "expired": [{"id": e.id, "expiresOn": e.expires_on.isoformat()} for e in exemptions.expired()],
+            "stale": [e.id for e in exemptions.stale()]}
 
 
 class RunFailed(RuntimeError):

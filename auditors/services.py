@@ -21,36 +21,37 @@ Progress = Callable[[str], None]
 
 class Services:
     def __init__(self, settings: Settings, progress: Progress | None = None, *,
-                 connection_verify: str | None = None) -> None:
+                 connection_verify: str | None = None, clock=None) -> None:
         self.settings = settings
         self.progress = progress or (lambda _m: None)
+        self.clock = clock  # tests: the moment a live collection says it was captured at
         self.connection_verify = connection_verify  # tests: the emulators' CA (else REQUESTS_CA_BUNDLE or system)
         self._stores: dict[str, ObjectStore] = {}
 
     # -- credentials -----------------------------------------------------------------------------------------
     @cached_property
     def arm_credential(self):
-        return credential(self.settings.arm_token)
+        return credential(self.settings.arm_token, "AZURE_ACCESS_TOKEN")
 
     @cached_property
     def monitor_credential(self):
-        return credential(self.settings.monitor_token)
+        return credential(self.settings.monitor_token, "LOGS_ACCESS_TOKEN")
 
     @cached_property
     def storage_credential(self):
-        return credential(self.settings.storage_token)
+        return credential(self.settings.storage_token, "AUDIT_STORAGE_ACCESS_TOKEN")
 
     @cached_property
     def keyvault_credential(self):
-        return credential(self.settings.keyvault_token)
+        return credential(self.settings.keyvault_token, "KEYVAULT_ACCESS_TOKEN")
 
     @cached_property
     def graph_credential(self):
-        return credential(self.settings.graph_token)
+        return credential(self.settings.graph_token, "GRAPH_ACCESS_TOKEN")
 
     @cached_property
     def logs_query_credential(self):
-        return credential(self.settings.logs_query_token)
+        return credential(self.settings.logs_query_token, "LOGS_QUERY_ACCESS_TOKEN")
 
     # -- storage ---------------------------------------------------------------------------------------------
     def store(self, container: str) -> ObjectStore:
@@ -96,6 +97,31 @@ class Services:
                                 credential=self.monitor_credential, spool=self.spool,
                                 stream=settings.findings_stream, workers=settings.upload_workers,
                                 audience=settings.monitor_audience, connection_verify=self.connection_verify)
+
+    def graph(self):
+        from auditors.sources.graph import GraphCollector
+
+        return GraphCollector(self.graph_credential, endpoint=self.settings.graph_endpoint,
+                              connection_verify=self.connection_verify, progress=self.progress)
+
+    def deny_assignments(self):
+        from auditors.sources.deny_assignments import DenyAssignmentCollector
+
+        return DenyAssignmentCollector(self.arm_credential, endpoint=self.settings.arm_endpoint,
+                                       connection_verify=self.connection_verify, progress=self.progress)
+
+    def container_insights(self):
+        from auditors.durations import parse_lookback
+        from auditors.sources.container_insights import ContainerInsightsCollector
+
+        return ContainerInsightsCollector(self.logs_query_credential, endpoint=self.settings.logs_query_endpoint,
+                                          lookback=parse_lookback(self.settings.pull_lookback),
+                                          connection_verify=self.connection_verify, progress=self.progress,
+                                          now=self.clock)
+
+    def check_arm_credential(self) -> None:
+        """Before any live work: a token for Resource Manager, or one line saying how to get one (exit 2)."""
+        self.arm_credential.get_token(f"{self.settings.arm_endpoint.rstrip('/')}/.default")
 
     def resource_graph(self, **options):
         from auditors.sources.resource_graph import ResourceGraphCollector

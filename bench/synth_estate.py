@@ -11,6 +11,11 @@ Benchmark fixture for the AKS -> ACR pull-access auditor.  Writes JSON Lines fil
                             private DNS zone + vnet links        (resources)
     role_definitions.jsonl  built-in + custom role definitions   (authorizationresources)
     role_assignments.jsonl  role assignments                     (authorizationresources)
+    deny_assignments.jsonl  deny assignments (Resource Manager)
+    microsoft_graph.jsonl   groups with transitive members, service principals and
+                            applications of service-principal clusters (Microsoft Graph)
+    container_insights.jsonl  KubeEvents pull failures and ContainerInventory images
+    manifest.json           capture time and what each source was allowed to read
 
 Everything is derived from ``random.Random(seed)`` so a given seed always yields
 byte-identical output.  Role assignments are streamed: only the few cluster-related
@@ -30,6 +35,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 TENANT_ID = "5b3f1c2e-8d4a-4e6b-9c7f-1a2b3c4d5e6f"
@@ -139,6 +145,20 @@ _ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # == json.dumps(row, s
 FILES = (
     "subscriptions", "clusters", "registries", "identities",
     "network", "role_definitions", "role_assignments",
+    "deny_assignments", "microsoft_graph", "container_insights",
+)
+CAPTURED_AT = "2026-11-29T06:00:00Z"
+# Image-pull failure messages as containerd reports them, one per access class plus one that is not about access.
+PULL_FAILURES = (
+    'rpc error: code = Unknown desc = failed to pull and unpack image "{image}": failed to resolve reference '
+    '"{image}": failed to authorize: failed to fetch oauth token: unexpected status: 401 Unauthorized',
+    "rpc error: code = Unknown desc = Error response from daemon: Get https://{host}/v2/: denied: client with IP "
+    "'{ip}' is not allowed access. Refer https://aka.ms/acr/firewall to grant access.",
+    'rpc error: code = Unknown desc = failed to pull and unpack image "{image}": failed to resolve reference '
+    '"{image}": failed to do request: Head "https://{host}/v2/app/manifests/1.0": dial tcp: lookup {host} on '
+    "10.0.0.10:53: no such host",
+    'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": failed to resolve reference '
+    '"{image}": {image}: not found',
 )
 
 
@@ -198,6 +218,15 @@ def generate(
     finally:
         for s in sinks.values():
             s.close()
+    granted = {"GroupMember.Read.All": True, "Application.Read.All": True}
+    (out / "manifest.json").write_text(json.dumps({
+        "tool": "synth_estate", "kind": "synthetic", "capturedAt": CAPTURED_AT,
+        "coverage": {"permissions": {**granted, "denyAssignments": True, "containerInsights": True}, "sources": {
+            "denyAssignments": {"rows": sinks["deny_assignments"].n, "gaps": []},
+            "microsoftGraph": {"permissions": granted, "gaps": []},
+            "containerInsights": {"capturedAt": CAPTURED_AT, "lookback": "P1D", "workspaces": len(REGIONS),
+                                  "gaps": []}}},
+    }, indent=1) + "\n")
     return {name: s.n for name, s in sinks.items()}
 
 
@@ -205,6 +234,7 @@ class _Generator:
     def __init__(self, sinks: dict[str, _Sink], seed: int, progress) -> None:
         self.sinks = sinks
         self.rng = random.Random(seed)
+        self.extra = random.Random(seed + 1)  # for the sources beyond Resource Graph, so the rows above stay put
         self.rnd = self.rng.random
         self.progress = progress or (lambda _msg: None)
         self.used_ips: set[int] = set()
@@ -285,6 +315,8 @@ class _Generator:
         self.gen_clusters(n_clusters)
         self.progress(f"clusters: {n_clusters}")
         self.gen_role_assignments(n_ra)
+        self.gen_beyond_resource_graph()
+        self.progress("deny assignments, Microsoft Graph and Container Insights done")
 
     def gen_subscriptions(self, n_subs: int) -> None:
         rnd, sink = self.rnd, self.sinks["subscriptions"]
@@ -671,7 +703,12 @@ class _Generator:
         c_sink, i_sink, n_sink = self.sinks["clusters"], self.sinks["identities"], self.sinks["network"]
         other_roles = [ACR_PUSH, OWNER, CONTRIBUTOR, *self.acr_custom]
         self.puller_groups = [guid() for _ in range(50)]
+        self.group_grants: list[tuple[str, str]] = []  # (group, kubelet object id) granted through the group
         self.kubelets: list[str] = []
+        self.watched: list[tuple[str, list[_Registry]]] = []  # clusters with Container Insights, their registries
+        self.sp_clusters: list[tuple[str, str]] = []  # (cluster name, appId)
+        workspaces = {region: (f"/subscriptions/{self.subs[0]}/resourceGroups/rg-monitor/providers/"
+                               f"Microsoft.OperationalInsights/workspaces/law-{region}") for region in REGIONS}
         abac_tagged: dict[int, list[str]] = {}
         for i in range(n_clusters):
             s = self.spokes[i // 10]
@@ -731,12 +768,18 @@ class _Generator:
                 pools.append({"name": "userpool", "mode": "User", "vnetSubnetID": subnet_ref})
 
             props: dict = {"provisioningState": "Succeeded", "nodeResourceGroup": nrg}
+            if rnd() < 0.70:  # the monitoring add-on sends Kubernetes events and container inventory
+                props["addonProfiles"] = {"omsagent": {"enabled": True, "config": {
+                    "logAnalyticsWorkspaceResourceID": workspaces.get(region, workspaces["eastus"])}}}
+                self.watched.append((cid, list(dict.fromkeys(tagged + grants))))
             row: dict = {
                 "id": cid, "name": name, "type": "microsoft.containerservice/managedclusters",
                 "location": region, "resourceGroup": rg, "subscriptionId": sub, "tags": tags,
             }
             if sp_cluster:
-                props["servicePrincipalProfile"] = {"clientId": guid()}
+                app_id = guid()
+                props["servicePrincipalProfile"] = {"clientId": app_id}
+                self.sp_clusters.append((name, app_id))
             else:
                 row["identity"] = {"type": "SystemAssigned", "principalId": guid(),
                                    "tenantId": TENANT_ID}
@@ -777,6 +820,73 @@ class _Generator:
                     self.ref(r.id), r.sub, principal, "ServicePrincipal", REPO_READER,
                     condition=ABAC_CONDITION))
 
+    def gen_beyond_resource_graph(self) -> None:
+        """What a live run asks beyond Resource Graph: every group's transitive members (the puller groups hold
+        ~80% of the kubelets granted through them), the service principals and application credentials of
+        service-principal clusters, a few deny assignments, and a day of Container Insights rows."""
+        rng = self.extra
+        rnd = rng.random
+
+        def uid() -> str:
+            h = "%032x" % ((rng.getrandbits(128) & _V4_MASK) | _V4_BITS)
+            return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+        graph, deny, insights = (self.sinks[n] for n in ("microsoft_graph", "deny_assignments", "container_insights"))
+        members: dict[str, list[str]] = {g: [] for g in self.puller_groups}
+        for group, kubelet in self.group_grants:
+            if rnd() < 0.8:
+                members[group].append(kubelet)
+        for group in self.noise_groups:
+            members[group] = [self.noise_members[int(rnd() * len(self.noise_members))] for _ in range(int(rnd() * 6))]
+        for group, listed in members.items():
+            graph.row({"type": "microsoft.graph/groups", "id": group, "displayName": f"grp-{group[:8]}",
+                       "transitiveMembers": listed})
+        for index, (name, app_id) in enumerate(self.sp_clusters):  # 1 in 10 deleted, expired, expiring soon
+            if index % 10 == 0:  # deleted: Graph answers 404
+                graph.row({"type": "microsoft.graph/serviceprincipals", "appId": app_id, "notFound": True})
+                continue
+            graph.row({"type": "microsoft.graph/serviceprincipals", "id": uid(), "appId": app_id,
+                       "displayName": f"{name}-sp", "servicePrincipalType": "Application"})
+            end = {1: "2026-11-01T00:00:00Z", 2: "2026-12-15T00:00:00Z"}.get(index % 10, "2027-09-30T00:00:00Z")
+            graph.row({"type": "microsoft.graph/applications", "id": uid(), "appId": app_id,
+                       "passwordCredentials": [{"keyId": uid(), "displayName": "aks", "startDateTime": CREATED_ON,
+                                                "endDateTime": end}], "keyCredentials": []})
+        denied = rng.sample(self.regs, max(1, round(len(self.regs) * 0.01))) if self.regs else []
+        for r in denied:
+            name = uid()
+            scope = f"/subscriptions/{r.sub}/resourceGroups/{r.rg}"
+            principal = self.kubelets[int(rnd() * len(self.kubelets))] if self.kubelets else uid()
+            deny.row({"id": f"{scope}/providers/Microsoft.Authorization/denyAssignments/{name}", "name": name,
+                      "type": "microsoft.authorization/denyassignments", "properties": {
+                          "denyAssignmentName": "Deny pulls outside the appliance",
+                          "description": "Created by managed application appliance", "scope": scope,
+                          "doNotApplyToChildScopes": False, "isSystemProtected": True,
+                          "permissions": [{"actions": [f"{ACR_P}/pull/read"], "notActions": [], "dataActions": [],
+                                           "notDataActions": []}],
+                          "principals": [{"id": principal, "type": "ServicePrincipal"}], "excludePrincipals": []}})
+        captured = datetime.fromisoformat(CAPTURED_AT.replace("Z", "+00:00"))
+
+        def stamp(hours_ago: float) -> str:
+            return (captured - timedelta(hours=hours_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        for cid, registries in self.watched:
+            for r in registries:
+                image = f"{r.login}/app/api:1.0"
+                x = rnd()
+                if x < 0.06:  # a pull failure: access classes mostly, some tags that do not exist
+                    text = PULL_FAILURES[int(rnd() * len(PULL_FAILURES))]
+                    last = stamp(rnd() * 20)
+                    insights.row({"type": "containerinsights/kubeevents", "TimeGenerated": last, "ClusterId": cid,
+                                  "ClusterName": cid.rsplit("/", 1)[-1], "Namespace": "apps", "Name": "api-7d9f-x2",
+                                  "ObjectKind": "Pod", "Reason": "Failed", "KubeEventType": "Warning",
+                                  "Count": 1 + int(rnd() * 20), "FirstSeen": stamp(22), "LastSeen": last,
+                                  "Message": f'Failed to pull image "{image}": '
+                                             + text.format(image=image, host=r.login, ip="20.1.2.3")})
+                if x > 0.15:  # images from it run on the cluster
+                    insights.row({"type": "containerinsights/containerinventory", "TimeGenerated": stamp(rnd() * 20),
+                                  "_ResourceId": cid, "Repository": r.login, "Image": "app/api", "ImageTag": "1.0",
+                                  "ContainerState": "Running", "ContainerHostname": "api-7d9f-x2"})
+
     def grant(self, r: _Registry, object_id: str, other_roles: list[str]) -> None:
         rnd = self.rnd
         x = rnd()
@@ -789,6 +899,7 @@ class _Generator:
         principal, ptype = object_id, "ServicePrincipal"
         if rnd() < 0.02:  # granted to a group the kubelet is (maybe) a member of
             principal, ptype = self.pick(self.puller_groups), "Group"
+            self.group_grants.append((principal, object_id))
         y = rnd()
         if y < 0.02:
             mg = self.pick(r.mg_chain)
@@ -817,6 +928,8 @@ class _Generator:
         for _ in range(n_pool):
             x = rnd()
             ptypes.append("Group" if x < 0.02 else ("ServicePrincipal" if x < 0.40 else "User"))
+        self.noise_groups = [p for p, t in zip(pool, ptypes, strict=True) if t == "Group"]
+        self.noise_members = pool[:5000]
 
         # Scope pools (strings prebuilt; RG scopes in both spellings).
         subs = self.subs

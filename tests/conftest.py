@@ -87,3 +87,53 @@ def azurite_oauth(tmp_path_factory):
         "c2lnbmF0dXJl"])
     yield f"https://127.0.0.1:{port}/devstoreaccount1", str(folder / "ca.pem"), token
     _stop(process)
+
+
+class EmulatedAzure:
+    """Resource Graph (with the Resource Manager deny listing), Microsoft Graph and the Log Analytics query API,
+    each an HTTPS emulator serving one snapshot folder; one CA bundle trusts all three."""
+
+    def __init__(self, snapshot, folder: Path, **arg_options) -> None:
+        from emulators.arg import ResourceGraphEmulator
+        from emulators.graph import GraphEmulator
+        from emulators.logs import LogsQueryEmulator
+
+        arg_options.setdefault("quota", (1000, 5.0))
+        self.arg = ResourceGraphEmulator(snapshot, ca_out=folder / "arg.pem", **arg_options).start()
+        self.graph = GraphEmulator(snapshot, ca_out=folder / "graph.pem").start()
+        self.logs = LogsQueryEmulator(snapshot, ca_out=folder / "logs.pem").start()
+        self.bundle = folder / "ca-bundle.pem"
+        self.bundle.write_text("".join((folder / f"{n}.pem").read_text() for n in ("arg", "graph", "logs")))
+
+    def settings(self, **overrides):
+        """Settings of a live run against the emulators (static tokens, as on a laptop)."""
+        from auditors.settings import Settings
+
+        values = {"arm_endpoint": self.arg.endpoint, "graph_endpoint": self.graph.endpoint,
+                  "logs_query_endpoint": self.logs.endpoint, "arm_token": "arm-token", "graph_token": "graph-token",
+                  "logs_query_token": "logs-token", **overrides}
+        return Settings(**values)
+
+    def environment(self) -> dict[str, str]:
+        return {"AZURE_ARM_ENDPOINT": self.arg.endpoint, "AUDIT_GRAPH_ENDPOINT": self.graph.endpoint,
+                "AUDIT_LOGS_QUERY_ENDPOINT": self.logs.endpoint, "AZURE_ACCESS_TOKEN": "arm-token",
+                "GRAPH_ACCESS_TOKEN": "graph-token", "LOGS_QUERY_ACCESS_TOKEN": "logs-token",
+                "REQUESTS_CA_BUNDLE": str(self.bundle)}
+
+    def stop(self) -> None:
+        for emulator in (self.arg, self.graph, self.logs):
+            emulator.stop()
+
+
+@pytest.fixture
+def emulated_azure(tmp_path):
+    started = []
+
+    def start(snapshot, **arg_options) -> EmulatedAzure:
+        world = EmulatedAzure(snapshot, tmp_path, **arg_options)
+        started.append(world)
+        return world
+
+    yield start
+    for world in started:
+        world.stop()

@@ -234,17 +234,21 @@ MATCHING = [  # (selectors of the exemption, rule, cluster, registry, matches)
     ({"registries": DROP, "rules": ["AKS-ACR-006"]}, "AKS-ACR-006", OTHER, None, False),
     ({"registries": DROP, "rules": ["AKS-ACR-006"]}, "AKS-ACR-006", LEGACY_ELSEWHERE, None, False),
     ({"registries": DROP, "rules": ["AKS-ACR-006"]}, "AKS-ACR-005", LEGACY, None, False),
-    ({"registries": DROP, "rules": ["AKS-ACR-001"]}, "AKS-ACR-001", LEGACY, FABRIKAM, False),  # pair needs both
+    ({"registries": DROP, "rules": ["AKS-ACR-001"]}, "AKS-ACR-001", LEGACY, FABRIKAM, True),  # pairs of the cluster
+    ({"registries": DROP, "rules": ["AKS-ACR-001"]}, "AKS-ACR-001", OTHER, FABRIKAM, False),
     ({}, "AKS-ACR-001", LEGACY, FABRIKAM, True),
     ({}, "AKS-ACR-003", LEGACY, FABRIKAM, True),
     ({}, "AKS-ACR-001", LEGACY, CONTOSO, False),
     ({}, "AKS-ACR-001", OTHER, FABRIKAM, False),
-    ({}, "AKS-ACR-001", LEGACY, None, False),  # registry not in the inventory
+    ({}, "AKS-ACR-001", LEGACY, None, True),  # registry not in the inventory: the cluster decides
     ({"rules": ["AKS-ACR-00*"]}, "AKS-ACR-008", LEGACY, FABRIKAM, True),
     ({"rules": ["aks-acr-00?"]}, "AKS-ACR-001", LEGACY, FABRIKAM, True),
     ({"rules": ["AKS-ACR-0*"]}, EXPIRY_RULE, LEGACY, FABRIKAM, False),
     ({"clusters": DROP, "rules": ["AKS-ACR-007"]}, "AKS-ACR-007", None, FABRIKAM, True),
-    ({"clusters": DROP, "rules": ["AKS-ACR-007"]}, "AKS-ACR-007", LEGACY, FABRIKAM, False),
+    ({"clusters": DROP, "rules": ["AKS-ACR-001"]}, "AKS-ACR-001", OTHER, FABRIKAM, True),  # pairs of a registry
+    ({"rules": ["AKS-ACR-006"]}, "AKS-ACR-006", LEGACY, None, True),  # both selectors, a cluster rule
+    ({"rules": ["AKS-ACR-006"]}, "AKS-ACR-006", OTHER, None, False),
+    ({"registries": DROP, "rules": ["AKS-ACR-007"]}, "AKS-ACR-007", None, FABRIKAM, False),
     ({"clusters": DROP, "rules": ["AKS-ACR-007"]}, "AKS-ACR-007", None, CONTOSO, False),
     ({"clusters": {"tag": "env=legacy"}}, "AKS-ACR-001", cluster("a", tags={"Env": "Legacy"}), FABRIKAM, True),
     ({"clusters": {"tag": "env"}}, "AKS-ACR-001", cluster("a", tags={"env": "x"}), FABRIKAM, True),
@@ -292,13 +296,13 @@ def test_records_for_the_evidence_archive(tmp_path):
 # -- rule scopes --------------------------------------------------------------------------------------------
 
 SCOPES = [  # (changes, problem words or None)
-    ({"rules": ["AKS-ACR-006"]}, "AKS-ACR-006 reports cluster findings, which an exemption selecting clusters and "
-                                 "registries never matches"),
-    ({"rules": ["AKS-ACR-001"], "registries": DROP}, "reports pair findings"),
-    ({"rules": ["AKS-ACR-007"], "registries": DROP}, "reports registry findings"),
-    ({"rules": ["AKS-ACR-006"], "registries": DROP}, None),
-    ({"rules": ["AKS-ACR-00*"]}, None),  # a glob keeps the rules that fit
-    ({"rules": ["AKS-ACR-00[5-6]"]}, "AKS-ACR-00[5-6] reports cluster findings"),
+    ({"rules": ["AKS-ACR-006"]}, None),  # both selectors: the cluster selector covers cluster rules
+    ({"rules": ["AKS-ACR-001"], "registries": DROP}, None),  # the pairs of those clusters
+    ({"rules": ["AKS-ACR-007"], "registries": DROP}, "AKS-ACR-007 reports registry findings, which an exemption "
+                                                     "selecting clusters only never matches"),
+    ({"rules": ["AKS-ACR-006"], "clusters": DROP}, "reports cluster findings"),
+    ({"rules": ["AKS-ACR-00*"], "registries": DROP}, None),  # a glob keeps the rules that fit
+    ({"rules": ["AKS-ACR-00[79]"], "registries": DROP}, "AKS-ACR-00[79] reports registry findings"),
 ]
 
 
@@ -312,9 +316,9 @@ def test_rule_scopes_reject_entries_that_could_never_match(tmp_path, changes, wo
 
 
 def test_a_glob_covers_only_rules_whose_scope_fits(tmp_path):
-    loaded = load(tmp_path, [entry(rules=["AKS-ACR-00*"])], rule_scopes=RULE_SCOPES)
-    assert {"AKS-ACR-001", "AKS-ACR-003"} <= loaded.exemptions[0].rule_ids
-    assert not {"AKS-ACR-005", "AKS-ACR-006", "AKS-ACR-007", "AKS-ACR-009"} & loaded.exemptions[0].rule_ids
+    loaded = load(tmp_path, [entry(rules=["AKS-ACR-00*"], registries=DROP)], rule_scopes=RULE_SCOPES)
+    assert {"AKS-ACR-001", "AKS-ACR-003", "AKS-ACR-005", "AKS-ACR-006"} <= loaded.exemptions[0].rule_ids
+    assert not {"AKS-ACR-007", "AKS-ACR-009"} & loaded.exemptions[0].rule_ids
 
 
 # -- speed and the cache ------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ emulator, the Logs Ingestion emulator and Azurite, in-process (no Functions host
 import inspect
 import json
 import tomllib
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from auditors.services import Services
 from auditors.settings import Settings, valid_schedule
 from auditors.sinks.evidence import EvidenceArchive
 from auditors.sinks.tables import FINDINGS_STREAM, RUNS_STREAM
-from emulators.arg import ResourceGraphEmulator
 from emulators.ingestion import LogsIngestionEmulator
+from tests.helpers import demo_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 DCR = "dcr-" + "cd" * 16
@@ -75,60 +76,64 @@ def test_function_app_builds_no_clients_at_import():
 
 
 @pytest.fixture
-def deployment(tmp_path, azurite, monkeypatch):
-    """Environment variables as the infrastructure sets them, pointing at local emulators and Azurite."""
-    arg = ResourceGraphEmulator(demo_path(), page_size=4, ca_out=tmp_path / "arg-ca.pem").start()
+def deployment(tmp_path, azurite, monkeypatch, emulated_azure):
+    """Environment variables as the infrastructure sets them, pointing at local emulators and Azurite: Resource
+    Graph with deny assignments, Microsoft Graph and Container Insights serve a copy of the demo estate captured
+    now, so the timer's live run and a scan of that copy must agree."""
+    estate = demo_copy(tmp_path / "estate", captured_at=datetime.now(UTC).replace(microsecond=0))
+    world = emulated_azure(estate, page_size=4)
     ingestion = LogsIngestionEmulator(dcr_id=DCR, ca_out=tmp_path / "ingest-ca.pem").start()
-    bundle = tmp_path / "ca-bundle.pem"
-    bundle.write_text((tmp_path / "arg-ca.pem").read_text() + (tmp_path / "ingest-ca.pem").read_text())
+    bundle = tmp_path / "all-ca.pem"
+    bundle.write_text(world.bundle.read_text() + (tmp_path / "ingest-ca.pem").read_text())
     suffix = tmp_path.name[-8:].lower().replace("_", "-").strip("-") or "e2e"
     env = {
+        **world.environment(), "REQUESTS_CA_BUNDLE": str(bundle),
         "AUDIT_SINK": "log-analytics", "LOGS_INGESTION_ENDPOINT": ingestion.endpoint, "LOGS_DCR_IMMUTABLE_ID": DCR,
-        "AZURE_ARM_ENDPOINT": arg.endpoint, "AUDIT_SCOPE": "tenant", "AUDIT_EVIDENCE": "true",
+        "AUDIT_SCOPE": "tenant", "AUDIT_EVIDENCE": "true",
         "AUDIT_STORAGE_CONNECTION_STRING": azurite, "AUDIT_EVIDENCE_CONTAINER": f"evidence-{suffix}",
         "AUDIT_SPOOL_CONTAINER": f"spool-{suffix}", "AUDIT_OUT_DIR": str(tmp_path / "out"),
         "AUDIT_PAIRS_FILE": str(demo_path() / "pairs.yaml"), "AUDIT_SCHEDULE": "0 0 */6 * * *",
-        "AZURE_ACCESS_TOKEN": "arm-token", "LOGS_ACCESS_TOKEN": "monitor-token", "REQUESTS_CA_BUNDLE": str(bundle),
+        "LOGS_ACCESS_TOKEN": "monitor-token",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    yield arg, ingestion
-    arg.stop()
+    yield world, ingestion, estate
     ingestion.stop()
 
 
 def test_timer_run_end_to_end(deployment, tmp_path):
     from auditors.pipeline import RunRequest, run_audit
 
-    arg, ingestion = deployment
+    world, ingestion, estate = deployment
     timer = functions()["acr_pull_audit"].get_user_function()
     timer(TimerRequest(past_due=False))
 
     landed = ingestion.landed(FINDINGS_STREAM)
     [run] = ingestion.landed(RUNS_STREAM)
     assert run["RunStatus"] == "Succeeded" and run["Source"] == "live" and run["SubscriptionsSeen"] == 6
-    assert run["FindingCount"] == len(landed) > 0 and arg.stats.throttled == 0
-    demo = run_audit(Settings(out_dir=str(tmp_path / "demo"), pairs_file=str(demo_path() / "pairs.yaml")),
-                     RunRequest("demo"))
-    expected = [json.loads(line) for line in demo.out_files[0].open()]
-    assert _verdicts(landed) == _verdicts(expected)  # the deployed path finds what the demo scan finds
+    assert run["FindingCount"] == len(landed) > 0 and world.arg.stats.throttled == 0
+    assert run["Permissions"]["GroupMember.Read.All"] is True and run["Permissions"]["denyAssignments"] is True
+    scanned = run_audit(Settings(out_dir=str(tmp_path / "scan"), pairs_file=str(demo_path() / "pairs.yaml")),
+                        RunRequest("snapshot", estate))
+    expected = [json.loads(line) for line in scanned.out_files[0].open()]
+    assert _verdicts(landed) == _verdicts(expected)  # the deployed path finds what the scan of its estate finds
     settings = Settings.from_env()
     archive = EvidenceArchive(Services(settings).store(settings.evidence_container))
     archived = archive.find(run["RunId"])
     assert archived is not None and archive.verify(archived) == []
-    assert run["EvidenceLocation"].endswith(archived.prefix)
+    assert run["EvidenceLocation"].endswith(archived.prefix) and run["ChainPosition"] == 1
 
 
 def test_a_broken_dependency_fails_loudly_with_a_run_row_saying_why(deployment, monkeypatch):
     from auditors.pipeline import RunFailed
 
-    _, ingestion = deployment
+    _, ingestion, _ = deployment
     monkeypatch.setenv("AZURE_ARM_ENDPOINT", "https://127.0.0.1:9")  # Resource Graph unreachable
     timer = functions()["acr_pull_audit"].get_user_function()
-    with pytest.raises(RunFailed, match="no query returned data"):
+    with pytest.raises(RunFailed, match="Resource Graph at https://127.0.0.1:9: it refuses connections"):
         timer(TimerRequest(past_due=True))
     [run] = ingestion.landed(RUNS_STREAM)
-    assert run["RunStatus"] == "Failed" and any("no query returned data" in e for e in run["Errors"])
+    assert run["RunStatus"] == "Failed" and any("it refuses connections" in e for e in run["Errors"])
     assert ingestion.landed(FINDINGS_STREAM) == []
 
 

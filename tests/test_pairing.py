@@ -12,6 +12,7 @@ from auditors.pairing import (
     pairs_for_cluster,
 )
 from auditors.rbac import RoleResolver
+from auditors.rules import Scope, catalog
 from tests.helpers import demo_config, demo_rows, evaluate, row, verdict
 from tools.build_demo import assignment, guid
 
@@ -68,7 +69,7 @@ def test_abac_only_role_implies_a_pair():
 def test_undeclared_registry_yields_unknown_for_every_pair_rule():
     findings = evaluate(demo_rows(), demo_config())
     missing = [f for f in findings if f.RegistryName == "acrcontosomissing"]
-    assert sorted(f.RuleId for f in missing) == ["AKS-ACR-001", "AKS-ACR-003", "AKS-ACR-004", "AKS-ACR-008"]
+    assert sorted(f.RuleId for f in missing) == sorted(r.meta.id for r in catalog() if r.meta.scope == Scope.PAIR)
     assert {f.Status for f in missing} == {"Unknown"}
     assert all("not in the inventory" in f.Message and f.RegistryId == "" for f in missing)
 

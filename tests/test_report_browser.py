@@ -13,7 +13,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -21,9 +20,8 @@ from pathlib import Path
 import pytest
 
 from auditors.reports import read_findings, write_reports
-from tests.test_reports import DEMO_FAILING_PAIRS, demo_run_record
+from tests.test_reports import DEMO_FAILING_PAIRS, DEMO_OBSERVED_ACCESS, DEMO_PAIRS, scan_demo
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # Attributes through which a page loads something by itself (an <a href> only goes somewhere when followed).
 LOADING_ATTRIBUTES = {"src", "srcset", "href", "data", "poster", "action", "formaction", "background", "manifest",
@@ -49,11 +47,10 @@ def closed_port() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def demo_report(tmp_path_factory) -> Path:
+    """The demo scanned with its exemptions file, reported with the run's own record."""
     out = tmp_path_factory.mktemp("demo-report")
-    subprocess.run([sys.executable, "-m", "auditors", "scan", "--demo", "--out", str(out), "--quiet"],
-                   cwd=ROOT, check=True, capture_output=True, timeout=120)
-    findings = list(read_findings(out / "findings.jsonl"))
-    write_reports(out / "findings.jsonl", demo_run_record(findings), out)
+    findings, run = scan_demo(out)
+    write_reports(findings, run, out)
     return out
 
 
@@ -100,6 +97,14 @@ class _Tables(HTMLParser):
             self._cell[2] += " " + data
 
 
+def _table_with(page: _Tables, *headers: str) -> list[list[tuple[str, str, str]]]:
+    """The rows of the one table whose header row has these column names."""
+    found = [t["rows"] for t in page.tables if t["rows"] and all(
+        any(cell[2] == header for cell in t["rows"][0]) for header in headers)]
+    assert len(found) == 1, headers
+    return found[0]
+
+
 def test_browser_dom_shows_the_counts_and_a_known_failing_pair(chromium, closed_port, demo_report, tmp_path):
     summary = json.loads((demo_report / "summary.json").read_text())
     overview = summary["overview"]
@@ -112,21 +117,45 @@ def test_browser_dom_shows_the_counts_and_a_known_failing_pair(chromium, closed_
     assert f"{overview['pairsFail']} of {overview['pairs']} cluster → registry pairs cannot pull" in text
     assert f"Pairs that cannot pull {overview['pairsFail']}" in text
 
+    # the matrix: every demo pair with its verdict and, where it is not Pass, its root cause
     matrix = next(t for t in page.tables if "matrix" in t["class"])
     header, *rows = matrix["rows"]
     registries = [cell[2].split()[0] for cell in header]
     cells = {(row[0][2].split()[0], registries[i]): cell for row in rows for i, cell in enumerate(row) if i}
-    assert cells[("aks-web-eastus", "acrcontosoedge")][1:] == ("fail", "✗ Fail")
-    assert cells[("aks-payments-prod", "acrcontososhared")][1:] == ("pass", "✓ Pass")
+    symbols = {"Fail": "✗", "Unknown": "?", "Pass": "✓"}
+    shown = {key: cell[1:] for key, cell in cells.items() if cell[1] != "none"}
+    assert shown == {key: (verdict.lower(), f"{symbols[verdict]} {verdict}" + (f" root cause {root}" if root else ""))
+                     for key, (verdict, root) in DEMO_PAIRS.items()}
+    assert cells[("aks-web-eastus", "acrcontosoedge")][1:] == ("fail", "✗ Fail root cause AKS-ACR-001")
     assert sum(cell[1] == "fail" for cell in cells.values()) == overview["pairsFail"]
-    assert {key for key, cell in cells.items() if cell[1] == "fail"} == DEMO_FAILING_PAIRS
 
-    worst = next(t for t in page.tables if t["rows"] and t["rows"][0][0][2] == "Cluster" and "matrix" not in t["class"])
-    web = [row for row in worst["rows"][1:] if row[0][2].startswith("aks-web-eastus")
-           and row[1][2].startswith("acrcontosoedge")]
+    # the worst pairs: root cause with its stage, the other failing checks, what Container Insights saw
+    worst = _table_with(page, "Root cause", "Other checks", "Observed pull failures")
+    web = [row for row in worst[1:]
+           if row[0][2].startswith("aks-web-eastus") and row[1][2].startswith("acrcontosoedge")]
     assert len(web) == 1
-    assert web[0][2][2] == "✗ Fail" and web[0][3][2].startswith("AKS-ACR-003")
-    assert len(worst["rows"]) - 1 == overview["pairsFail"] + overview["pairsUnknown"]
+    assert web[0][2][2] == "✗ Fail" and web[0][3][2].startswith("AKS-ACR-001 (permission)")
+    assert web[0][4][2].startswith("AKS-ACR-003 ✗ Fail AKS-ACR-002 ✗ Fail AKS-ACR-008 ✗ Fail does not block pulls")
+    assert web[0][5][2].startswith("14 Forbidden")
+    assert len(worst) - 1 == overview["pairsFail"] + overview["pairsUnknown"]
+
+    # observed pull failures: the pairs with access failures, most first
+    observed = _table_with(page, "Pair verdict", "Failed pulls", "Client IPs ACR refused")
+    assert [(row[0][2].split()[0], row[1][2].split()[0], row[3][2]) for row in observed[1:]] == [
+        (*pair, f"{count} {name}") for pair, (name, count) in sorted(DEMO_OBSERVED_ACCESS.items(),
+                                                                     key=lambda item: -item[1][1])]
+
+    # exemptions: EX-0017 expired (its finding counts again), EX-0042 in force and exempting one finding
+    exemptions = _table_with(page, "Exemption", "State", "Exempted here")
+    assert [(row[0][2], row[1][2], row[5][2]) for row in exemptions[1:]] == [
+        ("EX-0017", "✗ expired", "0"), ("EX-0042", "✓ in force", "1")]
+    exempted = _table_with(page, "Exemption", "Expires", "Resource")
+    assert [(row[0][2], row[4][2]) for row in exempted[1:]] == [("AKS-ACR-006", "EX-0042")]
+
+    # a row per compliance control the findings name
+    findings = list(read_findings(demo_report / "findings.jsonl"))
+    controls = _table_with(page, "Control", "Result", "Rules")
+    assert {row[0][2] for row in controls[1:]} == {c for f in findings for c in f["Controls"]}
 
 
 def test_browser_prints_the_report_to_pdf(chromium, closed_port, demo_report, tmp_path):
@@ -142,7 +171,7 @@ def test_browser_prints_the_report_to_pdf(chromium, closed_port, demo_report, tm
                               check=True, timeout=60).stdout
         assert "(https://learn.microsoft.com/" in text  # link targets printed
         assert "Pull verdicts" not in text  # the section menu's wording: no menu on paper
-        assert "aks-web-eastus" in text
+        assert "aks-web-eastus" in text and "EX-0017" in text and "MCSB:PA-7" in text
 
 
 def test_browser_screenshot_is_not_blank(chromium, closed_port, demo_report, tmp_path):

@@ -17,12 +17,13 @@ from auditors.sources.kql import collector_queries
 from auditors.sources.resource_graph import CollectionScope, ResourceGraphCollector
 from auditors.sources.snapshot import iter_snapshot
 from emulators.arg import Faults, ResourceGraphEmulator
-from tests.helpers import run_scan
+from tests.helpers import demo_copy, run_scan
 from tools.build_demo import SUB
 
 TOKEN = "eyJ0eXAiOiJKV1QifQ.eyJleHAiOjQxMDI0NDQ4MDB9.c2VjcmV0LXNpZ25hdHVyZQ"  # a fake JWT, never to be logged
 # What the collector's queries select from the demo: no management-group rows, no assignments to users.
-DEMO_ROWS = [r for r in iter_snapshot(demo_path()) if r["type"] != "microsoft.management/managementgroups"
+COLLECTED_TYPES = {t for q in collector_queries().values() for t in q.types}
+DEMO_ROWS = [r for r in iter_snapshot(demo_path()) if r["type"] in COLLECTED_TYPES
              and (r.get("properties") or {}).get("principalType") != "User"]
 
 
@@ -108,15 +109,16 @@ def test_a_query_that_always_fails_leaves_a_gap_and_unknown_verdicts(emulator, t
     live = run_scan(None, tmp_path / "live", collector=collector(emu, max_attempts=2),
                     pairs_file=demo_path() / "pairs.yaml")
     assert [g.query for g in live.coverage.gaps] == ["role_assignments"]
-    demo = run_scan(demo_path(), tmp_path / "demo", pairs_file=demo_path() / "pairs.yaml")
+    demo = run_scan(demo_copy(tmp_path / "rg-only", sources=()), tmp_path / "demo",
+                    pairs_file=demo_path() / "pairs.yaml")
     live_verdicts = {(f["FindingId"]): f for f in map(json.loads, (tmp_path / "live/findings.jsonl").open())}
     for finding in map(json.loads, (tmp_path / "demo/findings.jsonl").open()):
         ours = live_verdicts.get(finding["FindingId"])
         if ours is None:  # pairs known only from role assignments cannot be found without them
             assert finding["PairSource"] == "role-assignment"
             continue
-        if finding["RuleId"] == "AKS-ACR-001":
-            assert ours["Status"] in ("Unknown", "Pass")
+        if finding["RuleId"] in ("AKS-ACR-001", "AKS-ACR-000"):  # the pull verdict rests on the permission
+            assert ours["Status"] in ("Unknown", "Pass", "Fail" if finding["Status"] == "Fail" else "Pass")
             if ours["Status"] == "Unknown" and "could not be collected" in ours["Message"]:
                 assert ours["Evidence"]["wouldFail"] is True
         else:
@@ -129,14 +131,45 @@ def test_live_scan_equals_the_demo_scan(emulator, tmp_path):
     emu = emulator(page_size=4, quota=(15, 5.0))
     pairs = demo_path() / "pairs.yaml"
     live = run_scan(None, tmp_path / "live", collector=collector(emu, page_size=4), pairs_file=pairs, run_id="r")
-    run_scan(demo_path(), tmp_path / "demo", pairs_file=pairs, run_id="r")
+    run_scan(demo_copy(tmp_path / "rg-only", sources=()), tmp_path / "demo", pairs_file=pairs, run_id="r")
     assert live.coverage.total("throttled") == 0 and live.coverage.gaps == []
     assert findings_of(tmp_path / "live") == findings_of(tmp_path / "demo")
 
 
+def test_live_scan_with_every_source_equals_the_scan_of_its_captured_snapshot(emulated_azure, tmp_path):
+    """Resource Graph, deny assignments (Resource Manager), Microsoft Graph and Container Insights, live against
+    their emulators == the captured snapshot replayed == the estate the emulators serve."""
+    from datetime import UTC, datetime
+
+    from auditors.pipeline import beyond_resource_graph
+    from auditors.services import Services
+
+    moment = datetime.now(UTC).replace(microsecond=0)
+    estate = demo_copy(tmp_path / "estate", captured_at=moment)
+    world = emulated_azure(estate, page_size=4)
+    services = Services(world.settings(), connection_verify=str(world.bundle), clock=lambda: moment)
+    pairs = demo_path() / "pairs.yaml"
+    live = run_scan(None, tmp_path / "live", collector=services.resource_graph(page_size=4), pairs_file=pairs,
+                    run_id="r", services=services)
+    sources = live.loaded.sources
+    assert sources["denyAssignments"].rows == 1 and sources["denyAssignments"].gaps == []
+    assert sources["microsoftGraph"].permissions == {"GroupMember.Read.All": True, "Application.Read.All": True}
+    assert sources["containerInsights"].queries == 2 and sources["containerInsights"].workspaces == 1
+    manifest = capture_snapshot(services.resource_graph(page_size=4), tmp_path / "snap", None,
+                                beyond_resource_graph(services))
+    assert {"deny_assignments.jsonl", "microsoft_graph.jsonl", "container_insights.jsonl"} <= {
+        f["path"] for f in manifest["files"]}
+    run_scan(tmp_path / "snap", tmp_path / "replay", pairs_file=pairs, run_id="r")
+    run_scan(estate, tmp_path / "estate-scan", pairs_file=pairs, run_id="r")
+    live_findings = findings_of(tmp_path / "live")
+    assert live_findings == findings_of(tmp_path / "replay") == findings_of(tmp_path / "estate-scan")
+    statuses = {(f["RuleId"], f["Status"]) for f in live_findings}
+    assert {("AKS-ACR-002", "Fail"), ("AKS-ACR-012", "Fail"), ("AKS-ACR-014", "Fail")} <= statuses
+
+
 def findings_of(out_dir):
     records = [json.loads(line) for line in (out_dir / "findings.jsonl").open()]
-    return sorted(({**r, "TimeGenerated": None} for r in records), key=lambda r: r["FindingId"])
+    return sorted(({**r, "TimeGenerated": None, "FirstSeen": None} for r in records), key=lambda r: r["FindingId"])
 
 
 def test_snapshot_capture_round_trips_to_the_same_findings(emulator, tmp_path):
@@ -195,7 +228,7 @@ def test_subscription_scope_still_collects_inherited_assignments_and_builtins(em
     assert coverage.authorization_above_subscriptions
     pairs = demo_path() / "pairs.yaml"
     run_scan(None, tmp_path / "live", collector=collector(emu, scope=scope), pairs_file=pairs, run_id="r")
-    run_scan(demo_path(), tmp_path / "demo", pairs_file=pairs, run_id="r")
+    run_scan(demo_copy(tmp_path / "rg-only", sources=()), tmp_path / "demo", pairs_file=pairs, run_id="r")
     assert findings_of(tmp_path / "live") == findings_of(tmp_path / "demo")
 
 

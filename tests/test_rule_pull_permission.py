@@ -1,7 +1,7 @@
 """AKS-ACR-001: the pull identity holds a pull-granting role at the registry or an ancestor scope."""
 
 from auditors.pairing import PairsConfig
-from tests.helpers import demo_config, demo_rows, evaluate, row, verdict
+from tests.helpers import demo_config, demo_rows, evaluate, manifest_without, row, verdict
 from tools.build_demo import SUB, assignment, guid
 
 RULE = "AKS-ACR-001"
@@ -18,7 +18,18 @@ def without_assignments_for(rows, principal):
 
 
 def check(rows, cluster, registry, config=None):
-    return verdict(evaluate(rows, config or demo_config()), RULE, cluster, registry)
+    graph_collected = any(r["type"].startswith("microsoft.graph/") for r in rows)
+    manifest = None if graph_collected else manifest_without("graph")
+    return verdict(evaluate(rows, config or demo_config(), manifest), RULE, cluster, registry)
+
+
+def without_graph(rows):
+    """The demo as Resource Graph alone shows it: no group members, no service principals."""
+    return [r for r in rows if not r["type"].startswith("microsoft.graph/")]
+
+
+def without_deny_assignments(rows):
+    return [r for r in rows if r["type"] != "microsoft.authorization/denyassignments"]
 
 
 def test_direct_acrpull_at_registry_scope_passes():
@@ -30,7 +41,7 @@ def test_direct_acrpull_at_registry_scope_passes():
 
 
 def test_removing_the_assignment_fails_with_remediation_naming_principal_and_registry():
-    rows = without_assignments_for(demo_rows(), kubelet("aks-payments-prod"))
+    rows = without_assignments_for(without_graph(demo_rows()), kubelet("aks-payments-prod"))
     config = demo_config()
     assert check(rows, "aks-payments-prod", "acrcontososhared", config).Status == "Unknown"  # acr-readers group
     config.groups[guid("group:acr-readers")] = frozenset()
@@ -43,7 +54,7 @@ def test_removing_the_assignment_fails_with_remediation_naming_principal_and_reg
 
 
 def test_inherited_from_management_group_in_the_registry_ancestry():
-    finding = check(demo_rows(), "aks-online-web", "acrcontosoedge")
+    finding = check(without_deny_assignments(demo_rows()), "aks-online-web", "acrcontosoedge")
     assert finding.Status == "Pass"
     assert finding.Evidence["grants"][0]["scopeLevel"] == "management group mg-platform"
 
@@ -53,7 +64,7 @@ def test_management_group_outside_the_registry_ancestry_does_not_grant():
     for r in rows:
         if r["type"].endswith("roleassignments") and r["properties"]["principalId"] == kubelet("aks-online-web"):
             r["properties"]["scope"] = "/providers/Microsoft.Management/managementGroups/mg-online"
-    assert check(rows, "aks-online-web", "acrcontosoedge").Status == "Fail"
+    assert check(without_deny_assignments(rows), "aks-online-web", "acrcontosoedge").Status == "Fail"
 
 
 def test_root_scope_assignment_is_inherited():
@@ -123,11 +134,13 @@ def test_absent_role_assignment_mode_assumes_legacy_and_says_so():
     assert "LegacyRegistryPermissions was assumed" in finding.Evidence["assumed"]
 
 
-def test_group_grant_is_unknown_unless_membership_is_declared():
-    rows = demo_rows()
+def test_group_grant_is_decided_by_microsoft_graph_or_the_pairs_file():
+    graph = check(demo_rows(), "aks-orders-dr", "acrcontososhared")  # Graph lists its kubelet identity as a member
+    assert graph.Status == "Pass" and graph.Evidence["grants"][0]["group"] == guid("group:acr-readers")
+    rows = without_graph(demo_rows())
     finding = check(rows, "aks-orders-dr", "acrcontososhared")
     assert finding.Status == "Unknown"
-    assert "group" in finding.Message and guid("group:acr-readers") in finding.Message
+    assert guid("group:acr-readers") in finding.Message and "GroupMember.Read.All" in finding.Message
     config = demo_config()
     config.groups[guid("group:acr-readers")] = frozenset({kubelet("aks-orders-dr")})
     assert check(rows, "aks-orders-dr", "acrcontososhared", config).Status == "Pass"
@@ -136,16 +149,18 @@ def test_group_grant_is_unknown_unless_membership_is_declared():
 
 
 def test_undeclared_reader_group_at_management_group_makes_no_grant_pairs_unknown_not_fail():
-    finding = check(demo_rows(), "aks-web-eastus", "acrcontosoedge", PairsConfig())
+    finding = check(without_graph(demo_rows()), "aks-web-eastus", "acrcontosoedge", PairsConfig())
     assert finding.Status == "Unknown"
     assert guid("group:secops") in finding.Message
+    decided = check(demo_rows(), "aks-web-eastus", "acrcontosoedge", PairsConfig())  # Graph: secops holds people
+    assert decided.Status == "Fail"
 
 
 def test_service_principal_cluster_is_unknown_until_mapped():
-    rows = demo_rows()
+    rows = without_graph(demo_rows())
     finding = check(rows, "aks-batch-dev", "acrcontosoabac")
     assert finding.Status == "Unknown"
-    assert "principals:" in finding.Message
+    assert "principals:" in finding.Message and "Application.Read.All" in finding.Message
     object_id = guid("sp-object:batch")
     rows.append(assignment(row(rows, "acrcontosoabac")["id"], object_id, "Container Registry Repository Reader"))
     config = demo_config()

@@ -108,9 +108,14 @@ def subnet_of(vnet_row: dict) -> str:
 
 
 # ---------------------------------------------------------------- clusters
+CAPTURED_AT = "2026-11-29T06:00:00Z"  # the demo's verdicts are made for this moment (its manifest says so)
+WORKSPACE = (f"/subscriptions/{SUB['platform-shared']}/resourceGroups/rg-monitoring/providers/"
+             "Microsoft.OperationalInsights/workspaces/law-aks-weu")
+
+
 def cluster(name: str, sub: str, location: str, *, tags: dict, subnet: str | None, outbound: str = "loadBalancer",
             egress_ips: list[str] = (), service_principal: str | None = None, kubelet_sub: str | None = None,
-            kubelet_identity: bool = True) -> dict:
+            kubelet_identity: bool = True, insights: bool = True) -> dict:
     node_rg = f"MC_rg-{name}_{name}_{location}"
     props = {
         "provisioningState": "Succeeded", "kubernetesVersion": "1.31.2", "dnsPrefix": name,
@@ -123,6 +128,9 @@ def cluster(name: str, sub: str, location: str, *, tags: dict, subnet: str | Non
     if outbound == "loadBalancer":
         props["networkProfile"]["loadBalancerProfile"] = {
             "managedOutboundIPs": {"count": len(egress_ips)}, "effectiveOutboundIPs": [{"id": i} for i in egress_ips]}
+    if insights:  # Container Insights: events and container inventory go to the shared workspace
+        props["addonProfiles"] = {"omsagent": {"enabled": True, "config": {
+            "logAnalyticsWorkspaceResourceID": WORKSPACE, "useAADAuth": "true"}}}
     row = resource(sub, f"rg-{name}", f"Microsoft.ContainerService/managedClusters/{name}", location, props,
                    tags=tags, sku={"name": "Base", "tier": "Standard"})
     if service_principal is None:
@@ -227,6 +235,10 @@ def build() -> dict[str, object]:
                                "20.50.77.3", "westeurope"),
         "aks-batch-dev": pip("online-web", mc.format("aks-batch-dev", "westeurope"), "kube-egress-1",
                              "20.50.90.1", "westeurope"),
+        "aks-legacy-billing": pip("corp-payments", mc.format("aks-legacy-billing", "westeurope"), "kube-egress-1",
+                                  "20.50.91.1", "westeurope"),
+        "aks-legacy-reports": pip("corp-analytics", mc.format("aks-legacy-reports", "westeurope"), "kube-egress-1",
+                                  "20.50.92.1", "westeurope"),
     }
     nat_pip = pip("corp-payments", "rg-network", "pip-natgw-staging", "20.50.30.9", "westeurope")
     nat_gateway = resource("corp-payments", "rg-network", "Microsoft.Network/natGateways/natgw-staging", "westeurope",
@@ -338,6 +350,16 @@ def build() -> dict[str, object]:
         cluster("aks-web-eastus", "online-web", "eastus", subnet=subnet_of(vnets["web-eus"]),
                 tags={"owner": "team-web", "acr-pull-registries": ids["acrcontosoedge"]},
                 egress_ips=[pips["aks-web-eastus"]["id"]]),
+        # Service principal whose every credential expired: 012 Fail (014 NotApplicable). No Container Insights.
+        cluster("aks-legacy-billing", "corp-payments", "westeurope", subnet=None, insights=False,
+                service_principal=guid("app:billing-sp"), tags={"owner": "team-billing",
+                                                                "acr-pull-registries": "acrcontosolegacy"},
+                egress_ips=[pips["aks-legacy-billing"]["id"]]),
+        # Service principal whose only secret expires ten days after the capture: 014 Fail, 012 Pass.
+        cluster("aks-legacy-reports", "corp-analytics", "westeurope", subnet=None, insights=False,
+                service_principal=guid("app:reports-sp"), tags={"owner": "team-reports",
+                                                                "acr-pull-registries": "acrcontosolegacy"},
+                egress_ips=[pips["aks-legacy-reports"]["id"]]),
     ]
     identities = [identity_row(c["name"], c["subscriptionId"], c["properties"]["nodeResourceGroup"], c["location"])
                   for c in clusters
@@ -386,17 +408,208 @@ def build() -> dict[str, object]:
                                     "total_records": len(containers)},
         "resources.json": [*clusters, *registries, replica, *identities, *network_rows],
         "authorizationresources.jsonl": [*role_definitions(), *assignments],
+        # What Resource Graph cannot show, as a live run collects it beyond Resource Graph.
+        "deny_assignments.jsonl": deny_assignments(ids, clusters),
+        "microsoft_graph.jsonl": graph_rows(group, kubelet_of),
+        "container_insights.jsonl": container_insights(clusters, kubelet_of),
+        "manifest.json": manifest(),
     }
+
+
+def deny_assignments(ids: dict[str, str], clusters: list[dict]) -> list[dict]:
+    """A managed application's deny assignment on the edge registry's resource group takes pull away from the
+    online web cluster, although it holds AcrPull at the platform management group: 001 Fail (deny)."""
+    scope = ids["acrcontosoedge"].rsplit("/providers/", 1)[0]
+    name = guid("deny:edge-appliance")
+    return [{"id": f"{scope}/providers/Microsoft.Authorization/denyAssignments/{name}", "name": name,
+             "type": "microsoft.authorization/denyassignments", "properties": {
+                 "denyAssignmentName": "Deny pulls outside the edge appliance",
+                 "description": "Created by managed application contoso-edge-appliance",
+                 "scope": scope, "doNotApplyToChildScopes": False,
+                 "permissions": [{"actions": ["Microsoft.ContainerRegistry/registries/pull/read"], "notActions": [],
+                                  "dataActions": [], "notDataActions": [], "condition": None,
+                                  "conditionVersion": None}],
+                 "principals": [{"id": guid("kubelet:aks-online-web"), "type": "ServicePrincipal",
+                                 "displayName": "aks-online-web-agentpool"}],
+                 "excludePrincipals": [], "isSystemProtected": True, "createdBy": "managed application",
+                 "createdOn": "2026-05-04T10:00:00Z"}}]
+
+
+def graph_rows(readers_group: str, kubelet_of) -> list[dict]:
+    """Microsoft Graph's answers: group members (service principals only), service principals by appId and
+    their applications' credential end dates (never secret values)."""
+    sp_rows = [{"type": "microsoft.graph/serviceprincipals", "id": guid(f"sp:{name}"), "appId": guid(f"app:{name}-sp"),
+                "displayName": f"{name}-sp", "servicePrincipalType": "Application"}
+               for name in ("batch", "billing", "reports")]
+    # A kubelet identity is a service principal too (type ManagedIdentity): this one is a member of acr-readers.
+    sp_rows.append({"type": "microsoft.graph/serviceprincipals", "id": kubelet_of("aks-orders-dr"),
+                    "appId": guid("client:aks-orders-dr"), "displayName": "aks-orders-dr-agentpool",
+                    "servicePrincipalType": "ManagedIdentity"})
+    applications = [
+        {"type": "microsoft.graph/applications", "id": guid("application:batch"), "appId": guid("app:batch-sp"),
+         "passwordCredentials": [{"keyId": guid("secret:batch"), "displayName": "aks",
+                                  "startDateTime": "2026-06-30T00:00:00Z", "endDateTime": "2027-06-30T00:00:00Z"}],
+         "keyCredentials": []},
+        {"type": "microsoft.graph/applications", "id": guid("application:billing"), "appId": guid("app:billing-sp"),
+         "passwordCredentials": [{"keyId": guid("secret:billing"), "displayName": "aks",
+                                  "startDateTime": "2025-09-30T00:00:00Z", "endDateTime": "2026-09-30T00:00:00Z"}],
+         "keyCredentials": [{"keyId": guid("cert:billing"), "displayName": "CN=billing", "type": "AsymmetricX509Cert",
+                             "usage": "Verify", "startDateTime": "2025-10-15T00:00:00Z",
+                             "endDateTime": "2026-10-15T00:00:00Z"}]},
+        {"type": "microsoft.graph/applications", "id": guid("application:reports"), "appId": guid("app:reports-sp"),
+         "passwordCredentials": [{"keyId": guid("secret:reports"), "displayName": "aks",
+                                  "startDateTime": "2025-12-09T00:00:00Z", "endDateTime": "2026-12-09T00:00:00Z"}],
+         "keyCredentials": []},
+    ]
+    groups = [
+        # The ACR readers group holds the orders DR cluster's kubelet identity: its pair passes through the group.
+        {"type": "microsoft.graph/groups", "id": readers_group, "displayName": "acr-readers",
+         "transitiveMembers": [kubelet_of("aks-orders-dr")]},
+        # SecOps holds people only (the pairs file also declares it: a declaration overrides Graph).
+        {"type": "microsoft.graph/groups", "id": guid("group:secops"), "displayName": "secops-readers",
+         "transitiveMembers": []},
+    ]
+    return [*sp_rows, *applications, *groups]
+
+
+def _event(cluster_id: str, namespace: str, pod: str, image: str, detail: str, count: int, last: str) -> dict:
+    return {"type": "containerinsights/kubeevents", "TimeGenerated": last, "ClusterId": cluster_id,
+            "ClusterName": cluster_id.rsplit("/", 1)[-1], "Namespace": namespace, "Name": pod, "ObjectKind": "Pod",
+            "Reason": "Failed", "KubeEventType": "Warning", "Count": count, "FirstSeen": "2026-11-29T01:10:00Z",
+            "LastSeen": last, "Message": f'Failed to pull image "{image}": {detail}'}
+
+
+def _running(cluster_id: str, image: str, seen: str = "2026-11-29T05:40:00Z") -> dict:
+    host, _, rest = image.partition("/")
+    name, _, tag = rest.partition(":")
+    return {"type": "containerinsights/containerinventory", "TimeGenerated": seen, "_ResourceId": cluster_id,
+            "Repository": host, "Image": name, "ImageTag": tag or "latest", "ContainerState": "Running",
+            "ContainerHostname": f"{name.replace('/', '-')}-7d9f"}
+
+
+def container_insights(clusters: list[dict], kubelet_of) -> list[dict]:
+    """Container Insights rows (KubeEvents, ContainerInventory) as Log Analytics returns them: one access failure
+    of each class, images that run, and pulls that fail for reasons that are not access problems."""
+    cid = {c["name"]: c["id"] for c in clusters}
+    at = "2026-11-29T05:30:00Z"
+    oauth = "https://{0}.azurecr.io/oauth2/token?scope=repository%3A{1}%3Apull&service={0}.azurecr.io"
+    return [
+        # 403 with the client IP ACR reports, which is not the egress IP Resource Graph shows (52.170.8.9).
+        _event(cid["aks-web-eastus"], "web", "frontend-5f7c9d-x2lq", "acrcontosoedge.azurecr.io/web/frontend:2.3.1",
+               "rpc error: code = Unknown desc = Error response from daemon: Get "
+               "https://acrcontosoedge.azurecr.io/v2/: denied: client with IP '52.170.8.10' is not allowed access. "
+               "Refer https://aka.ms/acr/firewall to grant access.", 14, at),
+        # 401: the kubelet identity was deleted (005 Fail).
+        _event(cid["aks-analytics"], "etl", "loader-6b8d4-kq2mz", "acrcontosobasic.azurecr.io/etl/loader:1.8",
+               "rpc error: code = Unknown desc = failed to pull and unpack image "
+               '"acrcontosobasic.azurecr.io/etl/loader:1.8": failed to resolve reference '
+               '"acrcontosobasic.azurecr.io/etl/loader:1.8": failed to authorize: failed to fetch oauth token: '
+               "unexpected status: 401 Unauthorized", 22, at),
+        # 401 although configuration grants pull: an ABAC condition limits the identity to orders/ repositories.
+        _event(cid["aks-orders-prod"], "billing", "export-7c4f8-pp9s2", "acrcontosoabac.azurecr.io/billing/export:1.0",
+               "rpc error: code = Unknown desc = failed to pull and unpack image "
+               '"acrcontosoabac.azurecr.io/billing/export:1.0": failed to resolve reference '
+               '"acrcontosoabac.azurecr.io/billing/export:1.0": failed to authorize: failed to fetch anonymous '
+               f"token: unexpected status from GET request to {oauth.format('acrcontosoabac', 'billing%2Fexport')}: "
+               "401 Unauthorized", 6, at),
+        # No such host: the node VNet has no privatelink.azurecr.io link (004 Fail).
+        _event(cid["aks-orders-prod"], "orders", "orders-api-59d7b-lk3vv", "acrcontososhared.azurecr.io/orders/api:4.2",
+               "rpc error: code = Unknown desc = failed to pull and unpack image "
+               '"acrcontososhared.azurecr.io/orders/api:4.2": failed to resolve reference '
+               '"acrcontososhared.azurecr.io/orders/api:4.2": failed to do request: Head '
+               '"https://acrcontososhared.azurecr.io/v2/orders/api/manifests/4.2": dial tcp: lookup '
+               "acrcontososhared.azurecr.io on 10.2.0.10:53: no such host", 9, at),
+        # Timeout over the disconnected peering (003 Fail).
+        _event(cid["aks-payments-staging"], "payments", "ledger-6d5b7-zz8rt",
+               "acrcontososhared.azurecr.io/payments/ledger:3.0",
+               "rpc error: code = DeadlineExceeded desc = failed to pull and unpack image "
+               '"acrcontososhared.azurecr.io/payments/ledger:3.0": failed to resolve reference '
+               '"acrcontososhared.azurecr.io/payments/ledger:3.0": failed to do request: Head '
+               '"https://acrcontososhared.azurecr.io/v2/payments/ledger/manifests/3.0": dial tcp 10.0.1.5:443: '
+               "i/o timeout", 11, at),
+        # A tag that does not exist: not an access problem (evidence only).
+        _event(cid["aks-payments-prod"], "payments", "api-canary-8f9b7-2xkq",
+               "acrcontososhared.azurecr.io/payments/api:9.9.9",
+               "rpc error: code = NotFound desc = failed to pull and unpack image "
+               '"acrcontososhared.azurecr.io/payments/api:9.9.9": failed to resolve reference '
+               '"acrcontososhared.azurecr.io/payments/api:9.9.9": acrcontososhared.azurecr.io/payments/api:9.9.9: '
+               "not found", 3, at),
+        # Registry throttling: evidence only.
+        _event(cid["aks-orders-dr"], "orders", "orders-api-59d7b-dr1", "acrcontososhared.azurecr.io/orders/api:4.2",
+               "rpc error: code = Unknown desc = failed to pull and unpack image "
+               '"acrcontososhared.azurecr.io/orders/api:4.2": failed to copy: httpReadSeeker: failed open: '
+               "unexpected status code https://acrcontososhared.azurecr.io/v2/orders/api/blobs/sha256:1f2e: 429 Too "
+               "Many Requests - Server message: toomanyrequests: Too many requests. Please visit "
+               "https://aka.ms/acr/skus for more information.", 4, at),
+        # An image built for another platform, from Docker Hub: Other, and not an ACR pair.
+        _event(cid["aks-batch-dev"], "batch", "nightly-7b6c-9hq", "docker.io/library/nginx:1.27-arm64",
+               "rpc error: code = NotFound desc = failed to pull and unpack image "
+               '"docker.io/library/nginx:1.27-arm64": no match for platform in manifest: not found', 2, at),
+        _running(cid["aks-payments-prod"], "acrcontososhared.azurecr.io/payments/api:9.4.0"),
+        _running(cid["aks-payments-prod"], "acrcontosolegacy.azurecr.io/payments/batch:2.0"),
+        _running(cid["aks-payments-prod"], "docker.io/library/redis:7.4"),
+        _running(cid["aks-orders-dr"], "acrcontososhared.azurecr.io/orders/api:4.1"),
+        # An image from the legacy registry runs on the training cluster, which nothing declares: an observed pair.
+        _running(cid["aks-ml-training"], "acrcontosolegacy.azurecr.io/ml/base:3.1"),
+        # From a registry of another tenant: counted, not paired.
+        _running(cid["aks-ml-training"], "acrpartnermodels.azurecr.io/models/resnet:50"),
+    ]
+
+
+def manifest() -> dict:
+    """What a captured snapshot's manifest says about the sources beyond Resource Graph, and when it was taken."""
+    return {
+        "tool": "acr-pull-auditor", "kind": "demo", "capturedAt": CAPTURED_AT,
+        "coverage": {
+            "permissions": {"GroupMember.Read.All": True, "Application.Read.All": True, "denyAssignments": True,
+                            "containerInsights": True},
+            "sources": {
+                "denyAssignments": {"scopes": 1, "rows": 1, "gaps": []},
+                "microsoftGraph": {"permissions": {"GroupMember.Read.All": True, "Application.Read.All": True},
+                                   "gaps": []},
+                "containerInsights": {"capturedAt": CAPTURED_AT, "lookback": "P1D", "workspaces": 1, "gaps": []},
+            },
+        },
+    }
+
+
+EXEMPTIONS = """\
+# Demo exemptions (python -m auditors scan --demo --exemptions auditors/demo/exemptions.yaml).
+# Approved, time-bound waivers: exempted findings keep their status, stop paging their owners and are counted
+# apart. An exemption that expired exempts nothing and is reported by AKS-ACR-013.
+exemptions:
+  - id: EX-0042
+    rules: [AKS-ACR-006]
+    clusters: {name: "aks-batch-dev"}
+    justification: "The nightly batch cluster stays on its service principal until the Q2 2027 migration"
+    approvedBy: "secops@contoso.example"
+    expiresOn: 2027-03-31
+    ticket: CHG-1234
+  - id: EX-0017
+    rules: [AKS-ACR-007]
+    registries: {name: "acrcontosoedge"}
+    justification: "The edge appliance vendor integration signs in with the admin user"
+    approvedBy: "secops@contoso.example"
+    expiresOn: 2026-11-15
+    ticket: CHG-0999
+"""
 
 
 def render(name: str, content) -> str:
     if name.endswith(".jsonl"):
         return "".join(json.dumps(row, separators=(",", ":")) + "\n" for row in content)
+    if isinstance(content, str):
+        return content
     return json.dumps(content, indent=1) + "\n"
 
 
+def files() -> dict[str, object]:
+    """Every file of the demo folder."""
+    return {**build(), "exemptions.yaml": EXEMPTIONS}
+
+
 def main() -> int:
-    for name, content in build().items():
+    for name, content in files().items():
         (DEMO_DIR / name).write_text(render(name, content), encoding="utf-8")
         print(f"wrote {DEMO_DIR / name}")
     return 0

@@ -3,6 +3,10 @@
     write_reports("out/findings.jsonl", run_record, "out")   # -> [out/report.html, out/report.md, out/summary.json]
 
 The findings are read once, streaming (a path to findings.jsonl, optionally .gz, or any iterable of records).
+`run_record` is the run's RunRecord as a dict (`RunRecord.to_record()`): run facts, coverage, exemption states,
+New/Fixed counts, the evidence chain. Without one (`{}`, e.g. a findings file from an older run) the report says
+what the findings alone say: exemption states are read from the AKS-ACR-013 findings, pair verdicts from the
+AKS-ACR-000 findings or, in files older than that rule, derived from the checks in the same order.
 """
 
 from __future__ import annotations

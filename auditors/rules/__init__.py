@@ -48,6 +48,7 @@ class Scope(StrEnum):
     CLUSTER = "cluster"
     REGISTRY = "registry"
     PAIR = "pair"
+    EXEMPTION = "exemption"  # one finding per entry of the exemptions file
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ class RuleMeta:
     remediation: str  # `az` commands; {placeholders} are filled from the finding's resources
     statuses: frozenset[Status]  # every verdict the rule's function can return (its doc page's table agrees)
     links: tuple[str, ...] = ()
+    # Compliance controls the rule gives evidence for: `MCSB:<id>` (Microsoft cloud security benchmark v1),
+    # `CIS-AKS:<id>`, `NIST-800-53:<id>`, and `PSRule:<rule>` where PSRule for Azure checks the same thing.
+    # Sources: each rule's doc page.
+    controls: tuple[str, ...] = ()
     # Row types a Fail depends on: when collection missed any of them for the subscriptions involved
     # (or anywhere, for types in `needs_anywhere`), the engine reports Unknown instead of Fail.
     needs: tuple[str, ...] = ()
@@ -72,6 +77,7 @@ class RuleMeta:
         data = asdict(self)
         data.update(severity=self.severity.value, scope=self.scope.value,
                     statuses=[s.value for s in Status if s in self.statuses], links=list(self.links),
+                    controls=list(self.controls),
                     needs=list(self.needs), needs_anywhere=list(self.needs_anywhere))
         return data
 
@@ -108,9 +114,7 @@ class Rule:
 
 RULES: dict[str, Rule] = {}
 # Ids reserved in the public contract but not evaluated yet.
-RESERVED: dict[str, str] = {
-    "AKS-ACR-002": "Observed pull failures and imagePullSecrets (seed cause 2): needs in-cluster data; planned.",
-}
+RESERVED: dict[str, str] = {}
 
 
 def rule(meta: RuleMeta) -> Callable[[Callable[[Any], Result]], Callable[[Any], Result]]:

@@ -46,6 +46,15 @@ def _group_reason(ctx: PairContext, groups: list[str]) -> str:
             "pairs file")
 
 
+DENY_REMEDIATION = (
+    "# A role assignment cannot lift a deny assignment: change what created it. Show it:\n"
+    "az rest --method get --url \"https://management.azure.com{deny_id}?api-version=2022-04-01\"\n"
+    "# A deployment stack's deny settings: redeploy the stack with the pull identity excluded:\n"
+    "#   az stack sub create ... --deny-settings-excluded-principals {principal_id}\n"
+    "# A managed application or Blueprint: ask its publisher or owner to exclude {principal_id}."
+)
+
+
 def _mode_verdict(ctx: PairContext, mode: str) -> Result:
     principal = ctx.cluster_ctx.principal
     access = ctx.pull_access(mode)
@@ -62,7 +71,7 @@ def _mode_verdict(ctx: PairContext, mode: str) -> Result:
         held = f" It overrides {len(access.direct)} granting assignment(s)." if access.direct else ""
         return failed(f"Deny assignment {deny.deny.name or deny.deny.id} at {deny.scope_label} scope {deny.deny.scope} "
                       f"denies pull to the {principal.kind}: {deny.why} ({creator}).{held}",
-                      fix={"role": "AcrPull"}, **evidence)
+                      fix={"remediation": DENY_REMEDIATION, "deny_id": deny.deny.id}, **evidence)
     reasons = []
     if access.denials:  # a deny that may apply: membership decides
         reasons.append("deny assignment(s) " + ", ".join(d.deny.name or d.deny.id for d in access.denials[:3])
@@ -129,6 +138,7 @@ def _mode_verdict(ctx: PairContext, mode: str) -> Result:
         "# For a managed-identity cluster on a registry in legacy (non-ABAC) mode, AKS can do it for you:\n"
         "az aks update --resource-group {cluster_rg} --name {cluster_name} --attach-acr {registry_id}"
     ),
+    controls=("MCSB:PA-7", "CIS-AKS:5.1.3", "NIST-800-53:AC-6", "NIST-800-53:AC-3"),
     links=(f"{DOCS_AKS}/cluster-container-registry-integration",
            f"{DOCS_ACR}/container-registry-rbac-abac-repository-permissions",
            f"{DOCS_ACR}/container-registry-roles"),
@@ -174,6 +184,7 @@ def identity_can_pull(ctx: PairContext) -> Result:
         "# and approve a pending connection:\n"
         "az acr private-endpoint-connection approve --registry-name {registry_name} --name <connection-name>"
     ),
+    controls=("MCSB:NS-2", "NIST-800-53:AC-4", "NIST-800-53:SC-7", "PSRule:Azure.ACR.Firewall"),
     links=(f"{DOCS_ACR}/container-registry-access-selected-networks", f"{DOCS_ACR}/container-registry-private-link",
            f"{DOCS_AKS}/egress-outboundtype"),
 ))
@@ -224,6 +235,7 @@ def network_route_exists(ctx: PairContext) -> Result:
         "az network private-dns link vnet create --resource-group {dns_zone_rg} --zone-name privatelink.azurecr.io "
         "--name link-{node_vnet_name} --virtual-network {node_vnet_id} --registration-enabled false"
     ),
+    controls=("MCSB:NS-10", "MCSB:NS-2"),
     links=(f"{DOCS_ACR}/container-registry-private-link#configure-dns-settings-for-the-private-endpoint",
            "https://learn.microsoft.com/azure/private-link/private-endpoint-dns"),
 ))

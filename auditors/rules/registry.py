@@ -35,6 +35,7 @@ def _without_properties(ctx: RegistryContext) -> Result | None:
         "# Find what still uses the admin credentials (imagePullSecrets, CI), move it to AcrPull, then:\n"
         "az acr update --name {registry_name} --resource-group {registry_rg} --admin-enabled false"
     ),
+    controls=("MCSB:IM-1", "CIS-AKS:5.1.2", "NIST-800-53:AC-2", "NIST-800-53:IA-2", "PSRule:Azure.ACR.AdminUser"),
     links=(f"{DOCS}/container-registry-authentication#admin-account",),
 ))
 def admin_user_disabled(ctx: RegistryContext) -> Result:
@@ -58,6 +59,7 @@ def admin_user_disabled(ctx: RegistryContext) -> Result:
     statuses=frozenset({Status.PASS, Status.FAIL, Status.UNKNOWN, Status.NOT_APPLICABLE}),
     synopsis="Anonymous (unauthenticated) pull is disabled, so only authorised identities can read images.",
     remediation="az acr update --name {registry_name} --resource-group {registry_rg} --anonymous-pull-enabled false",
+    controls=("MCSB:IM-1", "NIST-800-53:AC-3", "NIST-800-53:IA-2", "PSRule:Azure.ACR.AnonymousAccess"),
     links=(f"{DOCS}/anonymous-pull-access",),
 ))
 def anonymous_pull_disabled(ctx: RegistryContext) -> Result:
@@ -91,6 +93,7 @@ def anonymous_pull_disabled(ctx: RegistryContext) -> Result:
         "# Or serve clusters over private endpoints only:\n"
         "az acr update --name {registry_name} --resource-group {registry_rg} --public-network-enabled false"
     ),
+    controls=("MCSB:NS-2", "NIST-800-53:AC-4", "NIST-800-53:SC-7", "PSRule:Azure.ACR.Firewall"),
     links=(f"{DOCS}/container-registry-access-selected-networks", f"{DOCS}/container-registry-private-link"),
 ))
 def not_open_to_every_network(ctx: RegistryContext) -> Result:

@@ -505,6 +505,22 @@ class EvidenceArchive:
 
     # -- reading ---------------------------------------------------------------------------------------------
 
+    def latest_findings(self, scope: str, *, max_back: int = 10) -> tuple[bytes, str] | None:
+        """The gzip findings of the newest run of this scope's chain that did not fail (a failed run's findings
+        are partial), with its location; None when there is none within `max_back` runs."""
+        key = scope_key(scope)
+        for position in reversed(self._positions(key)[-max_back:]):
+            claim, _problem = self.claim(key, position)
+            if claim is None:
+                continue
+            try:
+                manifest = json.loads(self.store.get(claim.prefix + MANIFEST))
+                if isinstance(manifest, dict) and manifest.get("runStatus") != "Failed":
+                    return self.store.get(claim.prefix + FINDINGS), self.store.location(claim.prefix + FINDINGS)
+            except (ObjectMissing, ValueError, UnsafeObjectName):
+                continue
+        return None
+
     def runs(self, date_from: date | None = None, date_to: date | None = None) -> list[ArchivedRun]:
         """Archived runs (those with a manifest) between two days, inclusive. Folders whose names are not a day and
         a valid run id are not runs (verify reports them)."""

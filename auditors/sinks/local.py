@@ -11,10 +11,12 @@ import csv
 import os
 from pathlib import Path
 
+import orjson
+
 from auditors.findings import FINDING_FIELDS, EncodedFinding, csv_row
 from auditors.sinks.base import SinkStats
 
-FINDINGS_JSONL, FINDINGS_CSV = "findings.jsonl", "findings.csv"
+FINDINGS_JSONL, FINDINGS_CSV, RUN_RECORD = "findings.jsonl", "findings.csv", "run.json"
 
 
 class OutputFolderError(ValueError):
@@ -72,3 +74,12 @@ class LocalFilesSink:
         for temporary in self._temporary:
             temporary.unlink(missing_ok=True)
 
+
+
+def write_run_record(folder: Path, record: dict, run_id: str) -> Path:
+    """The run's record as run.json beside its findings, replaced atomically like them."""
+    path = folder / RUN_RECORD
+    temporary = path.with_name(f".{path.name}.{run_id}.tmp")
+    temporary.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2, default=str) + b"\n")
+    os.replace(temporary, path)
+    return path

@@ -37,9 +37,10 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult
 
-from auditors.arm import dig, norm_id, subscription_of
+from auditors.arm import norm_id, subscription_of
 from auditors.durations import format_lookback, parse_lookback  # noqa: F401  (re-exported)
-from auditors.model import Gap
+from auditors.model import Gap, workspace_of
+from auditors.sources.connection import lasting_problem
 
 DEFAULT_ENDPOINT = "https://api.loganalytics.io"
 KUBE_EVENTS = "containerinsights/kubeevents"
@@ -122,32 +123,6 @@ class WorkspaceTarget:
     @property
     def label(self) -> str:
         return self.workspace_resource_id or self.workspace_id
-
-
-def workspace_of(cluster_row_properties: dict) -> str:
-    """The Log Analytics workspace (ARM id) a cluster's Container Insights sends to, or '' if none.
-
-    Read from `addonProfiles.omsagent.config.logAnalyticsWorkspaceResourceID`, with any key casing (`omsAgent`,
-    `logAnalyticsWorkspaceResourceId`, ...), unless the add-on says `enabled: false` (a missing `enabled` with a
-    workspace configured counts as on); else from
-    `azureMonitorProfile.containerInsights.logAnalyticsWorkspaceResourceId` (newer API versions). Not from
-    `azureMonitorProfile.metrics`: managed Prometheus goes to an Azure Monitor workspace, not Log Analytics.
-    """
-    properties = cluster_row_properties
-    sources = ((dig(properties, "addonProfiles", "omsagent"), ("config", "logAnalyticsWorkspaceResourceID")),
-               (dig(properties, "azureMonitorProfile", "containerInsights"), ("logAnalyticsWorkspaceResourceId",)))
-    for profile, path in sources:
-        if not isinstance(profile, dict) or _is_false(dig(profile, "enabled")):
-            continue
-        workspace = dig(profile, *path)
-        if isinstance(workspace, str) and workspace.strip():
-            workspace = workspace.strip().rstrip("/")
-            return workspace if workspace.startswith("/") else "/" + workspace
-    return ""
-
-
-def _is_false(value: Any) -> bool:
-    return value is False or (isinstance(value, str) and value.strip().lower() == "false")
 
 
 def plan_targets(cluster_rows: Iterable[dict],
@@ -462,6 +437,9 @@ class ContainerInsightsCollector:
                     raise QueryFailed(f"still throttled (429) after {throttle_waits} waits") from None
                 raise QueryFailed(f"{describe_http_error(exc)} after {attempts} attempt(s)") from None
             except (ServiceRequestError, ServiceResponseError) as exc:
+                problem = lasting_problem(exc)
+                if problem is not None:  # no workspace can be read through this endpoint
+                    raise self._stop_all(f"the Log Analytics query endpoint: {problem} (not retried)") from None
                 attempts += 1
                 if attempts < self.max_attempts:
                     self._sleep(self._backoff(attempts))

@@ -33,11 +33,38 @@ class StaticTokenCredential:
         return "StaticTokenCredential(<redacted>)"
 
 
-def credential(token: str = ""):
-    """A pre-acquired bearer token when given (laptop use), else DefaultAzureCredential (managed identity in
-    Azure, `az login` on a laptop). Which token applies to which service is the settings' business."""
+NO_CREDENTIAL = ("no Azure credential: sign in with `az login`, set {variable} to a bearer token, or run where a "
+                 "managed identity is available")
+
+
+class DefaultCredential:
+    """DefaultAzureCredential (managed identity in Azure, `az login` on a laptop) that fails once, in one line
+    naming the fix, instead of repeating its many-line report on every request."""
+
+    def __init__(self, variable: str) -> None:
+        from azure.identity import DefaultAzureCredential
+
+        self._inner = DefaultAzureCredential(exclude_interactive_browser_credential=True)
+        self._variable = variable
+        self._failed = False
+
+    def get_token(self, *scopes: str, **kwargs) -> AccessToken:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        if not self._failed:
+            try:
+                return self._inner.get_token(*scopes, **kwargs)
+            except ClientAuthenticationError:
+                self._failed = True
+        raise ClientAuthenticationError(NO_CREDENTIAL.format(variable=self._variable))
+
+    def __repr__(self) -> str:
+        return "DefaultCredential()"
+
+
+def credential(token: str = "", variable: str = "AZURE_ACCESS_TOKEN"):
+    """A pre-acquired bearer token when given (laptop use), else DefaultAzureCredential. Which token applies to
+    which service is the settings' business; `variable` names the setting in the failure message."""
     if token.strip():
         return StaticTokenCredential(token)
-    from azure.identity import DefaultAzureCredential
-
-    return DefaultAzureCredential(exclude_interactive_browser_credential=True)
+    return DefaultCredential(variable)

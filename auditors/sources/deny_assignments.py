@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -40,6 +39,7 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 from auditors.arm import norm_id, subscription_of
 from auditors.model import Gap
+from auditors.sources.connection import lasting_problem
 
 API_VERSION = "2022-04-01"
 DEFAULT_ENDPOINT = "https://management.azure.com"
@@ -206,9 +206,9 @@ class DenyAssignmentCollector:
                 raise ScopeFailed(_describe(exc) + (f" after {attempts} attempts" if status >= 500 else "")) \
                     from None
             except (ServiceRequestError, ServiceResponseError) as exc:
-                if _is_certificate_error(exc):
-                    raise ScopeFailed("TLS certificate verification failed (not retried); check the endpoint "
-                                      "and --ca / connection_verify") from None
+                problem = lasting_problem(exc)
+                if problem is not None:
+                    raise ScopeFailed(f"{self.endpoint}: {problem} (not retried)") from None
                 if self._retry(attempts := attempts + 1):
                     continue
                 raise ScopeFailed(f"connection failed after {attempts} attempts: {type(exc).__name__}") from None
@@ -275,21 +275,6 @@ def _retry_after_seconds(value: Any) -> float | None:
         return max(0.0, parsedate_to_datetime(str(value)).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
-
-
-def _is_certificate_error(exc: BaseException) -> bool:
-    pending: list[Any] = [exc]
-    seen: set[int] = set()
-    while pending:
-        current = pending.pop()
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(current):
-            return True
-        pending += [getattr(current, "inner_exception", None), current.__cause__, current.__context__,
-                    getattr(current, "reason", None), *current.args]
-    return False
 
 
 def _describe(exc: HttpResponseError) -> str:

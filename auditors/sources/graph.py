@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import random
 import re
-import ssl
 import threading
 import time
 from collections import deque
@@ -50,6 +49,7 @@ from azure.core.pipeline.policies import BearerTokenCredentialPolicy, RequestIdP
 from azure.core.rest import HttpRequest
 
 from auditors import __version__
+from auditors.sources.connection import lasting_problem
 
 DEFAULT_ENDPOINT = "https://graph.microsoft.com"
 GROUP_MEMBERS_PERMISSION = "GroupMember.Read.All"
@@ -162,22 +162,6 @@ def _service_principal_call(app_id: str) -> _Call:
 def _application_call(app_id: str) -> _Call:
     return _Call("application", app_id, f"/applications(appId='{app_id}')"
                  "?$select=id,appId,displayName,passwordCredentials,keyCredentials", APPLICATIONS_PERMISSION)
-
-
-def _certificate_problem(exc: BaseException) -> str | None:
-    """The verification error somewhere in the cause chain (requests and urllib3 wrap it several times)."""
-    seen: set[int] = set()
-    stack: list[Any] = [exc]
-    while stack:
-        current = stack.pop()
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return current.verify_message or str(current.reason or "certificate verify failed")
-        stack += [current.__cause__, current.__context__, getattr(current, "inner_exception", None),
-                  getattr(current, "reason", None), *current.args]
-    return None
 
 
 def _service_principal_row(item: dict) -> dict:
@@ -515,11 +499,9 @@ class GraphCollector:
         return replies
 
     def _connection_failure(self, exc: Exception) -> _Reply:
-        certificate = _certificate_problem(exc)
-        if certificate:
-            host = urlsplit(self.endpoint).netloc
-            return _Reply(0, problem=f"TLS certificate of {host} does not verify ({certificate}); not retried",
-                          fatal=True)
+        problem = lasting_problem(exc)
+        if problem:
+            return _Reply(0, problem=f"{urlsplit(self.endpoint).netloc}: {problem}; not retried", fatal=True)
         return _Reply(0, problem=f"connection failed ({type(exc).__name__})", unreachable=True)
 
     # -- pacing ---------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 from collections import deque
@@ -38,7 +39,8 @@ from azure.core.exceptions import (
 
 from auditors.arm import PUBLIC_ARM_ENDPOINT, management_group_chain, norm_id
 from auditors.model import Gap
-from auditors.scopes import CollectionScope, ScopeError  # noqa: F401  (ScopeError: part of this module's API)
+from auditors.scopes import CollectionScope, ScopeError
+from auditors.sources.connection import EndpointProblem, lasting_problem
 from auditors.sources.kql import Query, collector_queries
 
 API_VERSION = "2024-04-01"
@@ -277,11 +279,36 @@ class ResourceGraphCollector:
                                              f"skipped: Resource Graph unreachable ({unreachable[0].reason})"))
             coverage.seconds = time.monotonic() - started
             return coverage
+        self._check_scope_matched(subscriptions, coverage)
         self.progress(f"{len(subscriptions):,} subscriptions in scope ({self.scope.describe()})")
         data_queries = [q for name, q in queries.items() if name != "subscriptions"]
         self._run(self._plan_data(data_queries, subscriptions, coverage), sink, coverage)
         coverage.seconds = time.monotonic() - started
         return coverage
+
+    def _check_scope_matched(self, subscriptions: dict[str, list[str]], coverage: Coverage) -> None:
+        """A scope that names nothing the credential can see is a mistake, not an empty estate: stop (exit 2)
+        rather than pass a CI gate with 0 findings."""
+        failed = [g for g in coverage.gaps if g.query == "subscriptions"]
+        if failed:
+            refused = [g for g in failed if re.search(r"HTTP 40[034]\b", g.reason)]
+            if refused and not subscriptions and self.scope.kind != "tenant":
+                raise ScopeError(f"scope {self.scope.describe()}: Resource Graph refused it ({refused[0].reason}); "
+                                 "check the name and that the credential can read it")
+            return
+        if self.scope.subscriptions:
+            unseen = [s for s in self.scope.subscriptions if s not in subscriptions]
+            if unseen:
+                more = f" (and {len(unseen) - 1} more)" if len(unseen) > 1 else ""
+                raise ScopeError(f"scope sub:{unseen[0]}{more}: no such subscription is visible to the credential; "
+                                 "check the id, and that the credential has Reader on it")
+        groups = self.scope.management_groups
+        chains = list(subscriptions.values())
+        empty = list(groups) if not subscriptions else [] if not all(chains) else [
+            g for g in groups if not any(g.lower() in chain for chain in chains)]
+        if empty:
+            raise ScopeError(f"scope mg:{empty[0]}: no management group with this id, or no subscription under it, is "
+                             "visible to the credential (give the group's id, not its display name)")
 
     # -- planning -------------------------------------------------------------------------------------
     def _plan_subscriptions(self, query: Query) -> list[Task]:
@@ -404,6 +431,11 @@ class ResourceGraphCollector:
                 if str(headers.get("x-ms-tenant-subscription-limit-hit", "")).lower() == "true":
                     self._limit_hit(task)
                 return response
+            except ClientAuthenticationError as exc:
+                if exc.response is None:  # no token could be had: every query would fail the same way
+                    raise
+                raise ClientAuthenticationError(f"Resource Graph rejected the credential: {_describe(exc)}") \
+                    from None
             except HttpResponseError as exc:
                 headers = exc.response.headers if exc.response is not None else None
                 status = exc.status_code or 0
@@ -426,7 +458,12 @@ class ResourceGraphCollector:
                     self._sleep(self.backoff * 2 ** (attempts - 1) + random.uniform(0, self.backoff))
                     continue
                 raise TaskFailed(_describe(exc)) from None
-            except (ServiceRequestError, ServiceResponseError) as exc:
+            except (ServiceRequestError, ServiceResponseError, OSError) as exc:
+                problem = lasting_problem(exc)
+                if problem is not None:
+                    raise EndpointProblem(f"Resource Graph at {self.endpoint}: {problem}") from None
+                if not isinstance(exc, ServiceRequestError | ServiceResponseError):
+                    raise
                 attempts += 1
                 if attempts < self.max_attempts:
                     with self._lock:

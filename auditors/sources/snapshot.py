@@ -28,8 +28,9 @@ STREAMED_SUFFIXES = (".jsonl", ".ndjson")
 NON_ROW_FILES = {"manifest.json"}
 # A whole-document .json file is parsed in memory; past this, JSON Lines is the format to use.
 MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
-# Row types that are not ARM resources and carry no `id` (Container Insights tables).
-ID_LESS_TYPES = ("containerinsights/",)
+# Row types that are not ARM resources and may carry no `id` (Container Insights tables; Microsoft Graph's
+# "not found" answers).
+ID_LESS_TYPES = ("containerinsights/", "microsoft.graph/")
 
 # Top-level keys as Resource Graph spells them, keyed by lower-case spelling, plus PSRule aliases.
 _CANONICAL_KEYS = {
@@ -275,6 +276,10 @@ def _flatten(raw: Any, where: str | tuple[Path, int], report: LoadReport) -> Ite
         where = f"{where[0]}:{where[1]}"
     if not isinstance(raw, dict):
         report.skip(where, f"row is a JSON {type(raw).__name__}, not an object")
+        return
+    declared = raw.get("type")
+    if isinstance(declared, str) and declared.lower().startswith(ID_LESS_TYPES):
+        yield {**raw, "type": declared.lower()}  # their columns are the table's own: no Resource Graph spelling
         return
     children = dig(raw, "resources")
     row = normalise_row({k: v for k, v in raw.items() if not (isinstance(k, str) and k.lower() == "resources")})

@@ -1,0 +1,148 @@
+"""Changes since the previous run, and what this run could not see.
+
+Each finding gets `Change` and `FirstSeen` against the previous run's findings (the local output folder's, else
+the evidence archive's for the same scope):
+
+- `New`: the previous run had no such finding, or it was Pass or NotApplicable and is now Fail or Unknown (a new
+  problem). `FirstSeen` is this run.
+- `Changed`: any other change of status (Fail to Pass is a fix; Fail to Unknown, Unknown to Fail, ...).
+  `FirstSeen` is this run.
+- `Unchanged`: same status; `FirstSeen` carries over.
+
+A previous finding this run did not produce, about a subscription whose data this run could not collect, is
+carried forward as Unknown with `LastKnownStatus` and `LastSeen`, so a failed query never makes a Fail vanish.
+A previous finding that is simply gone (the resource or the pair no longer exists) is not repeated.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+
+import orjson
+
+from auditors.findings import FINDING_FIELDS, Finding
+
+PROBLEMS = frozenset({"Fail", "Unknown"})
+FIXED = frozenset({"Pass", "NotApplicable"})
+NEW, CHANGED, UNCHANGED = "New", "Changed", "Unchanged"
+_SEPARATOR = "\x1f"
+
+
+@dataclass
+class PreviousRun:
+    """The previous run's findings, as one file copied into this run's work folder (so a concurrent run that
+    replaces the original cannot change what this run compares against)."""
+
+    path: Path
+    origin: str  # where it was read from, for the run's messages
+    statuses: dict[str, str] = field(default_factory=dict)  # FindingId -> "Status\x1fFirstSeen" (interned)
+    run_id: str = ""
+
+    @classmethod
+    def read(cls, path: Path, origin: str) -> PreviousRun:
+        previous = cls(path, origin)
+        shared: dict[str, str] = {}
+        for record in previous.records():
+            finding_id = record.get("FindingId")
+            status = record.get("Status")
+            if not isinstance(finding_id, str) or not isinstance(status, str):
+                continue
+            first = record.get("FirstSeen") or record.get("TimeGenerated") or ""
+            value = f"{status}{_SEPARATOR}{first}"
+            previous.statuses[finding_id] = shared.setdefault(value, value)  # a few distinct values, shared
+            previous.run_id = previous.run_id or str(record.get("RunId") or "")
+        return previous
+
+    def records(self) -> Iterator[dict]:
+        opener = gzip.open if self.path.suffix == ".gz" else open
+        with opener(self.path, "rb") as handle:
+            for line in handle:
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue  # a damaged line of an earlier run: its finding counts as new
+                if isinstance(record, dict):
+                    yield record
+
+
+@dataclass
+class ChangeCounts:
+    new: int = 0  # Fail or Unknown, not exempted, and New
+    fixed: int = 0  # Fail in the previous run, Pass or NotApplicable now
+    carried_forward: int = 0
+
+
+class ChangeTracker:
+    """Annotates findings as they stream past; after the last one, adds the carried-forward findings."""
+
+    def __init__(self, previous: PreviousRun | None, *, run_id: str, time_generated: str,
+                 not_collected: Callable[[str], str | None]) -> None:
+        """`not_collected(subscription_id)`: why this run has no data for that subscription, or None."""
+        self.previous = previous
+        self.run_id, self.time_generated = run_id, time_generated
+        self.not_collected = not_collected
+        self.counts = ChangeCounts()
+
+    def annotate(self, findings: Iterable[Finding]) -> Iterator[Finding]:
+        statuses = self.previous.statuses if self.previous else {}
+        for finding in findings:
+            before = statuses.pop(finding.FindingId, None)
+            self._mark(finding, before)
+            yield finding
+        if self.previous is not None and statuses:
+            yield from self._carried_forward(statuses)
+
+    def _mark(self, finding: Finding, before: str | None) -> None:
+        status = finding.Status
+        if before is None:
+            finding.Change, finding.FirstSeen = NEW, self.time_generated
+        else:
+            previous_status, _, first_seen = before.partition(_SEPARATOR)
+            if previous_status == status:
+                finding.Change, finding.FirstSeen = UNCHANGED, first_seen or self.time_generated
+            else:
+                new_problem = status in PROBLEMS and previous_status not in PROBLEMS
+                finding.Change, finding.FirstSeen = (NEW if new_problem else CHANGED), self.time_generated
+                if previous_status == "Fail" and status in FIXED:
+                    self.counts.fixed += 1
+        if finding.Change == NEW and status in PROBLEMS and not finding.Exempted:
+            self.counts.new += 1
+
+    def _carried_forward(self, missing: dict[str, str]) -> Iterator[Finding]:
+        """Previous findings this run did not produce, for subscriptions it could not collect: Unknown, with
+        what was last known."""
+        for record in self.previous.records():
+            finding_id = record.get("FindingId")
+            if finding_id not in missing:
+                continue
+            why = self.not_collected(str(record.get("SubscriptionId") or ""))
+            if why is None:
+                continue  # gone from a subscription this run saw whole: the resource or pair no longer exists
+            del missing[finding_id]
+            finding = _finding_of(record)
+            last_status = record.get("LastKnownStatus") or finding.Status
+            last_seen = record.get("LastSeen") or record.get("TimeGenerated")
+            finding.Message = (f"Not evaluated in this run: {why}. Last known: {last_status} on {last_seen}: "
+                               f"{record.get('Message', '')}")[:4000]
+            finding.Evidence = {**(finding.Evidence or {}), "carriedForward": True, "notCollected": why}
+            finding.LastKnownStatus, finding.LastSeen = last_status, last_seen
+            before = f"{finding.Status}{_SEPARATOR}{record.get('FirstSeen') or ''}"
+            finding.Status, finding.Remediation = "Unknown", ""
+            finding.RunId, finding.TimeGenerated = self.run_id, self.time_generated
+            self._mark(finding, before)
+            self.counts.carried_forward += 1
+            yield finding
+
+
+def _finding_of(record: dict) -> Finding:
+    values = {name: record.get(name) for name in FINDING_FIELDS if name in record}
+    for name, spec in Finding.__dataclass_fields__.items():
+        if name not in values and spec.default is MISSING and spec.default_factory is MISSING:
+            values[name] = ""  # a required column the old record lacks
+    values["Controls"] = list(values.get("Controls") or [])
+    values["Evidence"] = values.get("Evidence") if isinstance(values.get("Evidence"), dict) else {}
+    values["Exempted"] = bool(values.get("Exempted"))
+    return Finding(**values)
