@@ -106,6 +106,7 @@ class RunOutcome:
     exemptions: ExemptionSet | None = None
     changes: ChangeCounts | None = None
     previous: str = ""  # where the previous run's findings came from ('' when there were none)
+    expected_run_row: str = ""  # the spool entry that says this run was interrupted, until the real row is sent
     error: Exception | None = None  # why the run itself failed
     seconds: float = 0.0
 
@@ -167,7 +168,7 @@ def run_audit(settings: Settings, request: RunRequest, *, services: Services | N
         if settings.evidence:
             _archive(services, outcome, work, recorder, say)                         # archive
         if remote is not None:                                                        # record
-            runs = remote.upload_records(settings.runs_stream, [outcome.record.to_record()])
+            runs = remote.deliver_run_row(settings.runs_stream, outcome.record.to_record(), outcome.expected_run_row)
             if runs.spooled_rows:
                 say("the run record could not be delivered and was spooled")
             remote.shutdown()
@@ -248,13 +249,20 @@ def _remote_delivery(settings: Settings, services: Services, given: LogAnalytics
     """The Log Analytics sink when configured, after replaying what earlier runs could not deliver."""
     if settings.sink != "log-analytics" and given is None:
         return None
-    remote = given or services.log_analytics()
+    remote = given or services.log_analytics(run_id=outcome.run.run_id)
     try:
         outcome.replayed = remote.replay_spool(say)
+        errors += outcome.replayed.errors
         if outcome.replayed.rows:
             say(f"spool replay: {outcome.replayed.rows:,} rows, {outcome.replayed.spooled_rows:,} failed again")
     except Exception as exc:  # the spool stays; this run goes on
         errors.append(f"spool replay failed: {type(exc).__name__}: {exc}")
+    run = outcome.run
+    outcome.expected_run_row = remote.expect_run_row(settings.runs_stream, RunRecord(
+        TimeGenerated=iso(run.started), RunId=run.run_id, StartTime=iso(run.started), EndTime=iso(run.started),
+        RunStatus=FAILED, Source=run.source, ToolVersion=__version__, RuleCatalogVersion=catalog_version(),
+        Errors=["interrupted: the run did not finish (killed, crashed or timed out); the findings it delivered "
+                "carry its RunId, and the next run delivered what it had written ahead"]).to_record())
     return remote
 
 
@@ -378,7 +386,7 @@ def _record(run: RunInfo, settings: Settings, outcome: RunOutcome, errors: list[
     scope = _scope(run, settings, loaded)
     pending_entries = 0
     if remote is not None:
-        pending_entries, pending_bytes = remote.spool.usage()
+        pending_entries, pending_bytes = remote.spool.usage(frozenset({outcome.expected_run_row}))
         if pending_bytes > settings.spool_max_mb * 1024 * 1024:
             errors.append(f"spool holds {pending_bytes / 1e6:.1f} MB in {pending_entries} entries, over its "
                           f"{settings.spool_max_mb} MB bound: the ingestion endpoint keeps failing")
@@ -402,6 +410,7 @@ def _record(run: RunInfo, settings: Settings, outcome: RunOutcome, errors: list[
         Counts=counts, Coverage=coverage, Errors=errors, SpoolPending=pending_entries, ToolVersion=__version__,
         RuleCatalogVersion=catalog_version(), Permissions=dict(loaded.inventory.permissions) if loaded else {},
         UnreadableRows=loaded.inventory.unreadable_rows if loaded else 0,
+        QuarantinedSpoolEntries=outcome.replayed.quarantined if outcome.replayed else 0,
         ExemptedCount=sum(summary.exempted.values()) if summary else 0,
         ExemptionsSha256=outcome.exemptions.sha256 if outcome.exemptions else "",
         Exemptions=_exemption_states(outcome.exemptions),

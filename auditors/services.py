@@ -89,14 +89,16 @@ class Services:
         return EvidenceArchive(self.store(self.settings.evidence_container), signer=signer)
 
     # -- clients ---------------------------------------------------------------------------------------------
-    def log_analytics(self):
+    def log_analytics(self, run_id: str = ""):
+        """The Logs Ingestion sink; with `run_id`, it writes ahead to the spool (see auditors/sinks/spool.py)."""
         from auditors.sinks.log_analytics import LogAnalyticsSink
 
         settings = self.settings
         return LogAnalyticsSink(endpoint=settings.ingestion_endpoint, rule_id=settings.dcr_immutable_id,
                                 credential=self.monitor_credential, spool=self.spool,
                                 stream=settings.findings_stream, workers=settings.upload_workers,
-                                audience=settings.monitor_audience, connection_verify=self.connection_verify)
+                                audience=settings.monitor_audience, connection_verify=self.connection_verify,
+                                run_id=run_id)
 
     def graph(self):
         from auditors.sources.graph import GraphCollector

@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from auditors.scan import demo_path, run_scan
+from auditors.pipeline import RunRequest, run_audit
+from auditors.settings import Settings
 from auditors.sinks.log_analytics import LogAnalyticsSink
 from auditors.sinks.spool import Spool
 from auditors.sinks.store import LocalStore
@@ -37,7 +38,7 @@ def main() -> int:
     parser.add_argument("--dcr", default="dcr-" + "0" * 32)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="acr-upload-"))
-    run_scan(demo_path(), work / "demo", pairs_file=demo_path() / "pairs.yaml")
+    run_audit(Settings(out_dir=str(work / "demo")), RunRequest("demo"))
     templates = [json.loads(line) for line in (work / "demo" / "findings.jsonl").open()]
 
     def findings():
@@ -52,7 +53,7 @@ def main() -> int:
                             spool=Spool(LocalStore(work / "spool")), workers=args.workers,
                             connection_verify=args.ca or str(emulator.ca_path))
     started = time.perf_counter()
-    stats = sink.upload(FINDINGS_STREAM, findings())
+    stats = sink.upload_records(FINDINGS_STREAM, findings())
     seconds = time.perf_counter() - started
     if emulator is not None:
         emulator.stop()

@@ -130,7 +130,7 @@ def test_a_broken_dependency_fails_loudly_with_a_run_row_saying_why(deployment, 
     _, ingestion, _ = deployment
     monkeypatch.setenv("AZURE_ARM_ENDPOINT", "https://127.0.0.1:9")  # Resource Graph unreachable
     timer = functions()["acr_pull_audit"].get_user_function()
-    with pytest.raises(RunFailed, match="Resource Graph at https://127.0.0.1:9: it refuses connections"):
+    with pytest.raises(RunFailed, match=r"Resource Graph at https://127\.0\.0\.1:9: it refuses connections"):
         timer(TimerRequest(past_due=True))
     [run] = ingestion.landed(RUNS_STREAM)
     assert run["RunStatus"] == "Failed" and any("it refuses connections" in e for e in run["Errors"])

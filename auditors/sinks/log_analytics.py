@@ -10,6 +10,10 @@
   evidence archive (findings.jsonl.gz).
 - Bodies that still fail are spooled durably; `replay_spool` delivers them at the start of the next run,
   before new data.
+- Write-ahead: with a run id, each chunk of findings is written to the spool *before* it is sent and removed
+  once every body of it was accepted (or re-spooled); a run row saying the run was interrupted is spooled at
+  the start and removed once the real one is delivered. A run killed at any point leaves what it had not
+  delivered in the spool, and the next run delivers it (see auditors/sinks/spool.py).
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ import orjson
 
 from auditors.findings import EncodedFinding
 from auditors.sinks.base import SinkStats
-from auditors.sinks.spool import Spool
+from auditors.sinks.spool import Heartbeat, Spool, SpoolEntryUnreadable
 
+WRITE_AHEAD_ROWS = 20_000  # findings per write-ahead chunk (about 20 MB of JSON)
 FIELD_LIMIT = 64 * 1024
 BODY_LIMIT = 1_000_000
 GZIP_LEVEL = 5
@@ -117,6 +122,7 @@ class UploadStats:
     throttled: int = 0
     failed_batches: int = 0
     spooled_rows: int = 0
+    quarantined: int = 0
     truncated_fields: int = 0
     body_bytes: int = 0
     seconds: float = 0.0
@@ -159,11 +165,15 @@ class _Channel:
         while len(self._pending) > self.sink.workers * 2:  # bounded memory: wait for the oldest bodies
             self._pending.popleft().result()
 
-    def finish(self) -> UploadStats:
+    def drain(self) -> None:
+        """Send what is gathered and wait until every body was accepted or spooled."""
         if self._lines:
             self._submit()
         while self._pending:
             self._pending.popleft().result()
+
+    def finish(self) -> UploadStats:
+        self.drain()
         self.stats.seconds += time.monotonic() - self._started
         return self.stats
 
@@ -176,7 +186,8 @@ class LogAnalyticsSink:
     def __init__(self, *, endpoint: str, rule_id: str, credential, spool: Spool, stream: str = "",
                  workers: int = 4, limiter: DcrLimiter | None = None, audience: str = "https://monitor.azure.com",
                  retry_total: int = 5, retry_backoff_factor: float = 0.5, connection_verify: str | None = None,
-                 attempts: int = 3) -> None:
+                 attempts: int = 3, run_id: str = "", write_ahead_rows: int = WRITE_AHEAD_ROWS) -> None:
+        """`run_id`: write ahead (see the module's doc) and keep this run marked alive in the spool."""
         from azure.monitor.ingestion import LogsIngestionClient
 
         self.rule_id = rule_id
@@ -195,6 +206,9 @@ class LogAnalyticsSink:
         self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest")
         self.findings_stats = UploadStats()
         self._findings = _Channel(self, stream, self.findings_stats) if stream else None
+        self.run_id, self.write_ahead_rows = run_id, max(1, write_ahead_rows)
+        self._ahead: list[bytes] = []  # findings not yet in the write-ahead log
+        self._heartbeat = Heartbeat(spool, run_id) if run_id else None
 
     # -- counting every HTTP attempt (also those whose connection drops) -------------------------------------
     def _on_request(self, pipeline_request) -> None:
@@ -239,19 +253,61 @@ class LogAnalyticsSink:
 
     # -- FindingSink -----------------------------------------------------------------------------------------
     def write(self, batch: list[EncodedFinding]) -> None:
-        for encoded in batch:
-            self._findings.add(encoded.line)
+        if not self.run_id:
+            for encoded in batch:
+                self._findings.add(encoded.line)
+            return
+        self._ahead += [encoded.line for encoded in batch]
+        if len(self._ahead) >= self.write_ahead_rows:
+            self._send_ahead()
+
+    def _send_ahead(self) -> None:
+        """Write the gathered findings to the spool, send them, then remove them from it."""
+        lines, self._ahead = self._ahead, []
+        if not lines:
+            return
+        channel = self._findings
+        try:
+            entry = self.spool.put(channel.stream, lines, f"write-ahead: run {self.run_id}", owner=self.run_id)
+        except Exception as exc:  # storage is down: send anyway, and say the rows had no safety net
+            entry = ""
+            self.findings_stats.errors.append(f"write-ahead log unavailable ({type(exc).__name__}: "
+                                              f"{str(exc)[:200]}); {len(lines)} rows sent without it")
+        for line in lines:
+            channel.add(line)
+        channel.drain()
+        if entry:
+            self.spool.remove(entry)
 
     def close(self) -> SinkStats:
+        if self.run_id:
+            self._send_ahead()
         stats = self._findings.finish()
         return SinkStats(self.name, rows=stats.rows, bytes=stats.body_bytes, errors=list(stats.errors),
                          detail={"upload": stats.as_dict()})
 
     def abort(self) -> None:
         """Bodies already handed to the pool finish (or are spooled); nothing more is sent."""
+        self._ahead = []
         if self._findings is not None:
             self._findings._lines = []
             self._findings.finish()
+
+    # -- the run row, written ahead ------------------------------------------------------------------------
+    def expect_run_row(self, stream: str, interrupted: dict) -> str:
+        """Spool the row that says this run was interrupted; `deliver_run_row` replaces it with the real one.
+        Returns the entry's name ('' when the spool cannot be written)."""
+        try:
+            return self.spool.put(stream, [orjson.dumps(interrupted, default=str)], "write-ahead: run row",
+                                  owner=self.run_id or "unknown")
+        except Exception:
+            return ""
+
+    def deliver_run_row(self, stream: str, record: dict, expected: str) -> UploadStats:
+        stats = self.upload_records(stream, [record])
+        if expected:  # delivered or spooled: the interrupted row must not follow it
+            self.spool.remove(expected)
+        return stats
 
     # -- other streams ---------------------------------------------------------------------------------------
     def upload_records(self, stream: str, records: Iterable[dict]) -> UploadStats:
@@ -261,12 +317,26 @@ class LogAnalyticsSink:
         return channel.finish()
 
     def replay_spool(self, progress=None) -> UploadStats:
-        """Deliver spooled bodies before new data; an entry is removed only after it was delivered (or its
-        rows failed again and went into a new entry)."""
+        """Deliver spooled entries before new data: failed deliveries, and what runs that died wrote ahead. An
+        entry is removed only after it was delivered (or its rows failed again and went into a new entry); the
+        write-ahead entries of a run that is still alive are left to it; an unreadable entry is quarantined."""
         total = UploadStats()
         for name in self.spool.names():
-            entry = self.spool.read(name)
+            owner = self.spool.owner(name)
+            if owner and (owner == self.run_id or self.spool.is_live(owner)):
+                continue
+            if not self.spool.claim(name, self.run_id):
+                continue  # another run is delivering it
+            try:
+                entry = self.spool.read(name)
+            except SpoolEntryUnreadable as exc:
+                where = self.spool.quarantine(name, str(exc))
+                total.quarantined += 1
+                total.errors.append(f"spool entry {name} is unreadable ({exc}): quarantined at {where}")
+                self.spool.release(name)
+                continue
             if entry is None:
+                self.spool.release(name)
                 continue
             channel = _Channel(self, entry.stream, UploadStats())
             for line in entry.lines:
@@ -274,11 +344,15 @@ class LogAnalyticsSink:
             attempt = channel.finish()
             total.add(attempt)
             self.spool.remove(name)
+            self.spool.release(name)
             if progress:
-                progress(f"replayed spool entry {name}: {len(entry.lines)} rows to {entry.stream}"
+                origin = f" (written ahead by run {owner}, which did not finish)" if owner else ""
+                progress(f"replayed spool entry {name}{origin}: {len(entry.lines)} rows to {entry.stream}"
                          + (f", {attempt.spooled_rows} failed again and were re-spooled" if attempt.spooled_rows
                             else ""))
         return total
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True)
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
