@@ -76,7 +76,7 @@ class Services:
 
     @cached_property
     def spool(self) -> Spool:
-        return Spool(self.store(self.settings.spool_container))
+        return Spool(self.store(self.settings.spool_container), stale_after=self.settings.spool_stale_seconds)
 
     @cached_property
     def evidence_archive(self) -> EvidenceArchive:
@@ -98,7 +98,7 @@ class Services:
                                 credential=self.monitor_credential, spool=self.spool,
                                 stream=settings.findings_stream, workers=settings.upload_workers,
                                 audience=settings.monitor_audience, connection_verify=self.connection_verify,
-                                run_id=run_id)
+                                run_id=run_id, write_ahead_rows=settings.write_ahead_rows)
 
     def graph(self):
         from auditors.sources.graph import GraphCollector

@@ -46,6 +46,7 @@ class Settings:
     runs_stream: str = RUNS_STREAM
     monitor_audience: str = "https://monitor.azure.com"
     upload_workers: int = 4
+    write_ahead_rows: int = 20_000
     evidence: bool = False
     storage_account_url: str = ""
     storage_connection_string: str = _secret()
@@ -53,6 +54,7 @@ class Settings:
     spool_container: str = "spool"
     local_dir: str = ".acr-pull-auditor"
     spool_max_mb: int = 512
+    spool_stale_seconds: int = 300
     arm_endpoint: str = PUBLIC_ARM_ENDPOINT
     scope: tuple[str, ...] = ()
     out_dir: str = "out"
@@ -84,6 +86,8 @@ class Settings:
         "runs_stream": ("LOGS_RUNS_STREAM", f"stream of the runs table (default `{RUNS_STREAM}`)"),
         "monitor_audience": ("LOGS_AUDIENCE", "token audience of Azure Monitor (sovereign clouds differ)"),
         "upload_workers": ("LOGS_UPLOAD_WORKERS", "parallel uploads (default 4)"),
+        "write_ahead_rows": ("LOGS_WRITE_AHEAD_ROWS", "findings per write-ahead chunk, spooled before they are "
+                                                      "sent (default 20000)"),
         "evidence": ("AUDIT_EVIDENCE", "`true` to write the evidence archive (default: on with log-analytics)"),
         "storage_account_url": ("AUDIT_STORAGE_ACCOUNT_URL", "Blob endpoint for spool and evidence, "
                                                              "`https://<account>.blob.core.windows.net`"),
@@ -91,6 +95,9 @@ class Settings:
                                                                          "string (Azurite, development only)"),
         "evidence_container": ("AUDIT_EVIDENCE_CONTAINER", "evidence container (default `evidence`)"),
         "spool_container": ("AUDIT_SPOOL_CONTAINER", "spool container (default `spool`)"),
+        "spool_stale_seconds": ("AUDIT_SPOOL_STALE_SECONDS", "a run whose heartbeat in the spool is older than "
+                                                             "this is taken for dead and its write-ahead entries "
+                                                             "are delivered by the next run (default 300)"),
         "local_dir": ("AUDIT_LOCAL_DIR", "without storage: folder for spool/ and evidence/ (default "
                                          "`.acr-pull-auditor`)"),
         "spool_max_mb": ("AUDIT_SPOOL_MAX_MB", "spool size that marks a run Incomplete (default 512)"),
@@ -177,9 +184,12 @@ class Settings:
         check("storage_account_url", _https_problem(self.storage_account_url) if self.storage_account_url else None)
         check("arm_endpoint", _https_problem(self.arm_endpoint, required="always"))
         check("monitor_audience", _https_problem(self.monitor_audience, required="always"))
+        check("write_ahead_rows", None if 1 <= self.write_ahead_rows <= 1_000_000 else
+              f"{self.write_ahead_rows} must be between 1 and 1000000")
         check("upload_workers", None if 1 <= self.upload_workers <= 32 else f"{self.upload_workers} must be "
                                                                             "between 1 and 32")
         check("spool_max_mb", None if self.spool_max_mb >= 1 else "must be at least 1")
+        check("spool_stale_seconds", None if self.spool_stale_seconds >= 2 else "must be at least 2")
         for name in ("graph_endpoint", "logs_query_endpoint"):
             check(name, _https_problem(getattr(self, name), required="always"))
         check("signing_key_id", _https_problem(self.signing_key_id) if self.signing_key_id else None)

@@ -15,6 +15,7 @@ import json
 import random
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -42,6 +43,7 @@ class IngestionFaults:
     rate: dict[str, float] = field(default_factory=dict)  # kind -> probability per request
     failing_streams: dict[str, int] = field(default_factory=dict)  # stream -> status, always
     retry_after: int = 1
+    delay: float = 0.0  # seconds before answering each request (a slow service, to interrupt uploads)
 
     @classmethod
     def parse(cls, specs: list[str], failing_streams: list[str] | None = None) -> IngestionFaults:
@@ -168,6 +170,8 @@ class _Handler(JsonHandler):
     def do_POST(self) -> None:
         owner = self.owner
         raw = self.read_body()
+        if owner.faults.delay:
+            time.sleep(owner.faults.delay)
         with owner._lock:
             owner.stats.bytes_received += len(raw)
         fault = owner.fault()
@@ -248,9 +252,13 @@ def add_arguments(parser) -> None:
                         help="429:N, 503:N or reset:N for the first N requests, or KIND:0.1 for a share; repeatable")
     parser.add_argument("--fail-stream", action="append", default=[], metavar="STREAM[:STATUS]",
                         help="always fail this stream (default status 500); repeatable")
+    parser.add_argument("--delay", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long before answering each upload (a slow service)")
 
 
 def build(args) -> LogsIngestionEmulator:
     extra = {"schema": args.schema} if args.schema else {}
-    return LogsIngestionEmulator(dcr_id=args.dcr, store=args.store, faults=IngestionFaults.parse(
-        args.fail, args.fail_stream), ca_out=args.ca_out, port=args.port, **extra)
+    faults = IngestionFaults.parse(args.fail, args.fail_stream)
+    faults.delay = max(0.0, args.delay)
+    return LogsIngestionEmulator(dcr_id=args.dcr, store=args.store, faults=faults, ca_out=args.ca_out,
+                                 port=args.port, **extra)

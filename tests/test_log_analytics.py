@@ -371,3 +371,27 @@ def test_evidence_and_spool_through_a_token_credential_over_https(azurite_oauth,
     rejected = dataclasses.replace(settings, storage_token="not-a-jwt")
     with pytest.raises(Exception, match=r"(?i)auth|403"):
         Spool(Services(rejected).store("spool-oauth-2")).put(FINDINGS_STREAM, [], "x")  # Azurite checks the token
+
+
+def test_unreadable_spool_entries_are_quarantined_and_the_rest_delivered(ingestion, settings):
+    emulator = ingestion()
+    spool = Spool(Services(settings).store(settings.spool_container))
+    rows = [{"RunId": "old-run", "FindingId": f"{i:032x}", "TimeGenerated": "2026-11-28T00:00:00Z"} for i in range(20)]
+    healthy = spool.put(FINDINGS_STREAM, [json.dumps(r).encode() for r in rows], "earlier failure")
+    whole = gzip.compress(b'{"stream": "Custom-x"}\n{}\n')
+    spool.store.put("spool/20260101T000000000000Z-truncated.jsonl.gz", whole[:len(whole) // 2])  # EOFError
+    spool.store.put("spool/20260101T000000000001Z-notgzip.jsonl.gz", b"not gzip at all")
+    spool.store.put("spool/20260101T000000000002Z-noheader.jsonl.gz", gzip.compress(b"[1, 2]\n"))
+    outcome = run_audit(settings, RunRequest("demo"), log_analytics=sink_for(emulator, settings))
+    assert outcome.record.QuarantinedSpoolEntries == 3
+    assert sum("quarantined at" in e for e in outcome.record.Errors) == 3 and outcome.status == "Incomplete"
+    landed = emulator.landed(FINDINGS_STREAM)
+    assert landed[:20] == rows and len(landed) == 20 + len(local_findings(outcome))
+    assert spool.names() == [] and spool.quarantined() == 3 and healthy not in {o.name for o in spool.store.list()}
+    reasons = [spool.store.get(o.name).decode() for o in spool.store.list("spool/quarantine/")
+               if o.name.endswith(".reason.txt")]
+    assert len(reasons) == 3 and any("EOFError" in r or "Compressed file ended" in r for r in reasons)
+    [run] = [r for r in emulator.landed(RUNS_STREAM)]
+    assert run["QuarantinedSpoolEntries"] == 3
+    again = run_audit(settings, RunRequest("demo"), log_analytics=sink_for(emulator, settings))
+    assert again.status == SUCCEEDED and again.record.QuarantinedSpoolEntries == 0

@@ -113,8 +113,11 @@ class Spool:
         return sum(1 for o in self.store.list(QUARANTINE) if o.name.endswith(SUFFIX))
 
     def usage(self, exclude: frozenset[str] = frozenset()) -> tuple[int, int]:
-        """(entries, bytes) waiting, leaving out `exclude` (the caller's own entries)."""
-        names = set(self.names()) - exclude
+        """(entries, bytes) waiting for a later run: failed deliveries and what dead runs wrote ahead, leaving
+        out `exclude` (the caller's own entries) and the write-ahead entries of runs still at work."""
+        live: dict[str, bool] = {}
+        names = {name for name in self.names() if name not in exclude and not (
+            (owner := self.owner(name)) and live.setdefault(owner, self.is_live(owner)))}
         objects = [o for o in self.store.list(PREFIX) if o.name in names]
         return len(objects), sum(o.size for o in objects)
 
@@ -170,8 +173,9 @@ class Spool:
 class Heartbeat:
     """Keeps a run marked alive while it runs (a daemon thread), so other runs leave its entries alone."""
 
-    def __init__(self, spool: Spool, run_id: str, every: float = HEARTBEAT_EVERY) -> None:
-        self.spool, self.run_id, self.every = spool, run_id, every
+    def __init__(self, spool: Spool, run_id: str) -> None:
+        # Often enough that a live run never looks stale to another.
+        self.spool, self.run_id, self.every = spool, run_id, max(0.5, min(HEARTBEAT_EVERY, spool.stale_after / 4))
         self._stop = threading.Event()
         self.error = ""
         spool.beat(run_id)

@@ -206,6 +206,10 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: '4'
         }
         {
+          name: 'LOGS_WRITE_AHEAD_ROWS'
+          value: '20000'
+        }
+        {
           name: 'AUDIT_EVIDENCE'
           value: 'true'
         }
@@ -229,6 +233,12 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'AUDIT_SPOOL_MAX_MB'
           value: '512'
+        }
+        // A run that has not refreshed its heartbeat for this long is taken for dead: well above the heartbeat
+        // interval (20 s), well below the schedule's period.
+        {
+          name: 'AUDIT_SPOOL_STALE_SECONDS'
+          value: '300'
         }
         {
           name: 'AZURE_ARM_ENDPOINT'
