@@ -95,7 +95,7 @@ class ChangeTracker:
         if self.previous is not None and statuses:
             yield from self._carried_forward(statuses)
 
-    def _mark(self, finding: Finding, before: str | None) -> None:
+    def _mark(self, finding: Finding, before: str | None, *, carried: bool = False) -> None:
         status = finding.Status
         if before is None:
             finding.Change, finding.FirstSeen = NEW, self.time_generated
@@ -104,12 +104,12 @@ class ChangeTracker:
             if previous_status == status:
                 finding.Change, finding.FirstSeen = UNCHANGED, first_seen or self.time_generated
             else:
-                new_problem = status in PROBLEMS and previous_status not in PROBLEMS
+                new_problem = status in PROBLEMS and previous_status not in PROBLEMS and not carried
                 finding.Change, finding.FirstSeen = (NEW if new_problem else CHANGED), self.time_generated
                 if previous_status == "Fail" and status in FIXED:
                     self.counts.fixed += 1
-        if finding.Change == NEW and status in PROBLEMS and not finding.Exempted:
-            self.counts.new += 1
+        if finding.Change == NEW and status in PROBLEMS and not finding.Exempted and not carried:
+            self.counts.new += 1  # a carried-forward Unknown is not a new problem: nobody looked
 
     def _carried_forward(self, missing: dict[str, str]) -> Iterator[Finding]:
         """Previous findings this run did not produce, for subscriptions it could not collect: Unknown, with
@@ -132,7 +132,7 @@ class ChangeTracker:
             before = f"{finding.Status}{_SEPARATOR}{record.get('FirstSeen') or ''}"
             finding.Status, finding.Remediation = "Unknown", ""
             finding.RunId, finding.TimeGenerated = self.run_id, self.time_generated
-            self._mark(finding, before)
+            self._mark(finding, before, carried=True)
             self.counts.carried_forward += 1
             yield finding
 

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -257,8 +258,10 @@ def _report(outcome, fail_on=None) -> int:
     remote = outcome.delivered.get("log-analytics")
     if remote is not None:
         upload = remote.detail.get("upload", {})
+        lost = upload.get("lost_rows", 0)
         print(f"log analytics (findings): {upload.get('rows', 0):,} rows in {upload.get('requests', 0):,} requests, "
-              f"{upload.get('spooled_rows', 0):,} spooled for the next run")
+              f"{upload.get('spooled_rows', 0):,} spooled for the next run"
+              + (f", {lost:,} neither delivered nor spooled (they are in the local output)" if lost else ""))
     if outcome.exemptions is not None:
         states = record.Exemptions
         soon = ", ".join(f"{e['id']} ({e['expiresOn']})" for e in states.get("expiring", []))
@@ -268,8 +271,8 @@ def _report(outcome, fail_on=None) -> int:
               f"{soon or 'none'}; stale (matched nothing): {', '.join(states.get('stale', [])) or 'none'}")
     if record.EvidenceLocation:
         print(f"evidence: {record.EvidenceLocation}")
-    for error in record.Errors:
-        print(f"problem: {error}", file=sys.stderr)
+    for problem in _problems(record.Errors):
+        print(f"problem: {problem}", file=sys.stderr)
     gating = summary.fails_at_or_above(fail_on) if fail_on else 0
     if gating:
         exempted = sum(summary.exempted.values())
@@ -284,6 +287,30 @@ def _report(outcome, fail_on=None) -> int:
               f"{record.SpoolPending} spool entries waiting", file=sys.stderr)
         return EXIT_INCOMPLETE
     return EXIT_OK
+
+
+def _problems(errors: list[str]) -> list[str]:
+    """The run's errors for a person: storage that is down is one line naming what it cost, not one per use;
+    each problem on one line."""
+    down: dict[tuple[str, str], list[str]] = {}
+    shown = []
+    for error in errors:
+        match = _STORAGE_DOWN.search(error)
+        if match and "neither delivered" in error:  # the rows are the news; the storage is said once, below
+            error = error[:match.start()].rstrip(" (") + " (storage unavailable)"
+            down.setdefault((match["account"], match["why"].strip()), [])
+            match = None
+        if match:
+            down.setdefault((match["account"], match["why"].strip()), []).append(
+                re.split(r"[:(]", error, maxsplit=1)[0].removesuffix(" failed").strip())
+        else:
+            shown.append(" ".join(error.split()))
+    return [f"storage {account} is unavailable, {why}" + (f"; lost for this run: {', '.join(dict.fromkeys(what))}"
+                                                          if what else "")
+            for (account, why), what in down.items()] + shown
+
+
+_STORAGE_DOWN = re.compile(r"StorageUnavailable: storage (?P<account>\S+?)/[a-z0-9-]+: (?P<why>[^);]*)")
 
 
 def _settings(**overrides):

@@ -47,8 +47,9 @@ FINDING_FIELDS = tuple(name for name, _ in FINDING_COLUMNS)
 
 
 def finding_id(rule_id: str, *resource_ids: str) -> str:
-    """Stable across runs: rule id plus the lower-cased ids of the resources the finding is about."""
-    text = "|".join([rule_id.upper(), *(r.strip().lower() for r in resource_ids)])
+    """Stable across runs: rule id plus the ids of the resources the finding is about, as Azure compares them
+    (any case, no surrounding space, no trailing `/`)."""
+    text = "|".join([rule_id.upper(), *(r.strip().rstrip("/").lower() for r in resource_ids)])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

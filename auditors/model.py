@@ -99,7 +99,8 @@ class Resource:
 
 
 def _resource_fields(row: dict) -> dict:
-    rid = row["id"]
+    rid = row["id"].strip()
+    rid = rid.rstrip("/") or rid  # `…/aks-1/` and `…/aks-1` are one resource
     return {
         "id": rid,
         "name": _text(row.get("name")) or last_segment(rid),
@@ -825,6 +826,29 @@ class Inventory:
         for assignment in self._assignments:
             if assignment.principal_id in wanted:
                 self.assignments_by_principal[assignment.principal_id].append(assignment)
+        for principal in wanted:
+            listed = self.assignments_by_principal.get(principal)
+            if listed and len(listed) > 1:
+                self.assignments_by_principal[principal] = self._merged(listed)
+
+    def _merged(self, assignments: list[RoleAssignment]) -> list[RoleAssignment]:
+        """One principal's assignments with repeated rows merged; rows of one assignment id that disagree keep the
+        first and mark the id conflicting (checked here, per principal, rather than for millions at load)."""
+        first_of: dict[str, RoleAssignment] = {}
+        kept = []
+        for assignment in assignments:
+            key = norm_id(assignment.id)
+            first = first_of.setdefault(key, assignment)
+            if first is assignment:
+                kept.append(assignment)
+            elif (first.scope, first.role_guid, first.condition) == (assignment.scope, assignment.role_guid,
+                                                                     assignment.condition):
+                self.duplicate_rows += 1
+            elif key not in self.conflicting:
+                self.conflicting.add(key)
+                self.notes.append(f"row {key}: several rows with this id disagree; the first is used and the "
+                                  "verdicts it decides are Unknown")
+        return kept
 
     def assignments_of(self, principal_id: str) -> list[RoleAssignment]:
         if principal_id not in self._indexed_principals:

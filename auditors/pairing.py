@@ -22,6 +22,7 @@ from auditors.rbac import RoleResolver
 from auditors.safe_yaml import DocumentError, load_document
 
 PAIR_TAG = "acr-pull-registries"
+MAX_DECLARED_REGISTRIES = 100  # per cluster tag: more is a mistake, not an estate
 SOURCE_TAG, SOURCE_FILE, SOURCE_RBAC, SOURCE_OBSERVED = "tag", "pairs-file", "role-assignment", "observed"
 _SEPARATORS = re.compile(r"[\s,;]+")
 
@@ -81,7 +82,8 @@ def _selector(entry, origin: str) -> ClusterSelector:
     registries = entry.get("registries")
     if isinstance(registries, str):
         registries = [t for t in _SEPARATORS.split(registries) if t]
-    if not registries or not all(isinstance(r, str) and r.strip() for r in registries):
+    if not isinstance(registries, list) or not registries or \
+            not all(isinstance(r, str) and r.strip() for r in registries):
         raise PairsFileError(f"{origin}: `registries` must list at least one registry name, login server or id")
     match = entry.get("clusters")
     if not isinstance(match, dict) or not match:
@@ -201,9 +203,14 @@ def pairs_for_cluster(cluster: Cluster, inventory: Inventory, config: PairsConfi
             add(f"declared:{token.strip().lower()}", "", token.strip(), source, problem)
 
     tag_value = next((v for k, v in cluster.tags.items() if k.lower() == PAIR_TAG), "")
-    for token in _SEPARATORS.split(tag_value):
-        if token:
-            declare(token, SOURCE_TAG)
+    tokens = list(dict.fromkeys(t.strip().lower() for t in _SEPARATORS.split(tag_value) if t.strip()))
+    for token in tokens[:MAX_DECLARED_REGISTRIES]:
+        declare(token, SOURCE_TAG)
+    if len(tokens) > MAX_DECLARED_REGISTRIES:  # one finding says so, instead of millions of pairs
+        left_out = len(tokens) - MAX_DECLARED_REGISTRIES
+        add("declared:over-cap", "", f"{left_out:,} more registries", SOURCE_TAG,
+            f"the {PAIR_TAG} tag names {len(tokens):,} registries; only the first {MAX_DECLARED_REGISTRIES} are "
+            "audited (the tag is probably wrong)")
     for selector in config.selectors:
         if selector.matches(cluster):
             for token in selector.registries:

@@ -171,6 +171,9 @@ def run_audit(settings: Settings, request: RunRequest, *, services: Services | N
             runs = remote.deliver_run_row(settings.runs_stream, outcome.record.to_record(), outcome.expected_run_row)
             if runs.spooled_rows:
                 say("the run record could not be delivered and was spooled")
+            if runs.lost_rows:  # only this process's output knows the run happened
+                outcome.record.RunStatus = FAILED
+                outcome.record.Errors += runs.errors
             remote.shutdown()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -366,6 +369,7 @@ def _archive(services: Services, outcome: RunOutcome, work: Path, recorder: RowR
     except Exception as exc:
         record.Errors.append(f"evidence archive failed: {type(exc).__name__}: {exc}")
         record.RunStatus = FAILED
+        record.EvidenceLocation = ""  # nothing is there
 
 
 def _query_texts() -> dict[str, str]:
@@ -386,7 +390,11 @@ def _record(run: RunInfo, settings: Settings, outcome: RunOutcome, errors: list[
     scope = _scope(run, settings, loaded)
     pending_entries = 0
     if remote is not None:
-        pending_entries, pending_bytes = remote.spool.usage(frozenset({outcome.expected_run_row}))
+        try:
+            pending_entries, pending_bytes = remote.spool.usage(frozenset({outcome.expected_run_row}))
+        except Exception as exc:  # storage down: said once, below
+            pending_entries, pending_bytes = 0, 0
+            errors.append(f"spool unavailable: {type(exc).__name__}: {exc}")
         if pending_bytes > settings.spool_max_mb * 1024 * 1024:
             errors.append(f"spool holds {pending_bytes / 1e6:.1f} MB in {pending_entries} entries, over its "
                           f"{settings.spool_max_mb} MB bound: the ingestion endpoint keeps failing")

@@ -63,9 +63,13 @@ class Services:
     def _new_store(self, container: str) -> ObjectStore:
         settings = self.settings
         if settings.storage_connection_string or settings.storage_account_url:
-            from azure.storage.blob import BlobServiceClient
+            from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
-            options = {"retry_total": 3, "connection_timeout": 10, "read_timeout": 60}
+            # The storage SDK's default back-off starts at 15 s; storage that is down must not hold a run for
+            # minutes (see BlobStore): a refused connection is retried once, a server error three times in ~10 s.
+            options = {"retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3,
+                                                        random_jitter_range=1, retry_connect=1),
+                       "connection_timeout": 10, "read_timeout": 60}
             if settings.storage_connection_string:
                 service = BlobServiceClient.from_connection_string(settings.storage_connection_string, **options)
             else:

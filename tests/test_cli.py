@@ -246,10 +246,10 @@ def test_connection_problems_retrying_cannot_fix_are_named_at_once(emulator_proc
 
     env = {**os.environ, "AZURE_ACCESS_TOKEN": "t"}
     env.pop("REQUESTS_CA_BUNDLE", None)
-    endpoint, expected = "https://127.0.0.1:1", "it refuses connections (nothing listens on that port)"
+    endpoint, expected = "https://127.0.0.1:1", "it refuses connections, nothing listens on that port"
     if problem == "ca-bundle":
         env["REQUESTS_CA_BUNDLE"] = str(tmp_path / "missing-ca.pem")
-        expected = f"the CA bundle cannot be read ({tmp_path / 'missing-ca.pem'}); fix REQUESTS_CA_BUNDLE"
+        expected = f"the CA bundle {tmp_path / 'missing-ca.pem'} cannot be read: fix REQUESTS_CA_BUNDLE"
     elif problem == "certificate":  # the emulator's certificate comes from its own CA, which is not trusted here
         _, endpoint, _ = emulator_process()
         expected = "its TLS certificate does not verify"

@@ -171,3 +171,34 @@ def test_two_runs_at_once_deliver_and_archive_each_its_own_findings(tmp_path, es
         assert len({r["RunId"] for r in records}) == 1 and len(records) == len(expected)
     assert len(list(archive.rglob("findings.jsonl.gz"))) == 2
     assert spool_of(tmp_path).names() == []
+
+
+DOWN_STORAGE = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDX"
+                "J1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:1/"
+                "devstoreaccount1;")
+
+
+@pytest.mark.parametrize("log_analytics_down", [False, True])
+def test_storage_down_at_start_ends_in_bounded_time_with_one_line_and_exit_4(tmp_path, ingestion, log_analytics_down):
+    endpoint, store = ingestion()
+    env = environment(tmp_path, "https://127.0.0.1:1" if log_analytics_down else endpoint,
+                      AUDIT_STORAGE_CONNECTION_STRING=DOWN_STORAGE)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "auditors", "scan", "--demo", "--out", str(tmp_path / "out"),
+                           "--quiet"], env=env, capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - started < 30
+    assert done.returncode == 4 and "Traceback" not in done.stderr
+    problems = done.stderr.splitlines()
+    assert problems[0].startswith("problem: storage http://127.0.0.1:1/devstoreaccount1 is unavailable, it refuses "
+                                  "connections")
+    assert "lost for this run: " in problems[0] and "evidence archive" in problems[0]
+    local = (tmp_path / "out/findings.jsonl").read_text().splitlines()
+    if log_analytics_down:  # nothing anywhere but here: the local output and these lines say what was lost
+        assert len(problems) == 3
+        assert all("neither delivered" in p and "(storage unavailable)" in p for p in problems[1:])
+        assert f"{len(local)} neither delivered nor spooled" in done.stdout
+    else:  # the run still records itself in Log Analytics, as Failed, saying why
+        assert len(problems) == 1
+        [run] = landed(store, RUNS_STREAM)
+        assert run["RunStatus"] == "Failed" and any("evidence archive failed" in e for e in run["Errors"])
+        assert run["EvidenceLocation"] == "" and len(landed(store, FINDINGS_STREAM)) == len(local)

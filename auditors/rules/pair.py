@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from auditors import network, rbac
+from auditors.arm import norm_id
 from auditors.model import (
     T_DNS_LINK,
     T_NAT_GATEWAY,
@@ -53,6 +54,16 @@ DENY_REMEDIATION = (
     "#   az stack sub create ... --deny-settings-excluded-principals {principal_id}\n"
     "# A managed application or Blueprint: ask its publisher or owner to exclude {principal_id}."
 )
+
+
+def _conflicting_assignments(ctx: PairContext) -> list[str]:
+    """Ids of the pull identity's assignments over the registry whose rows disagree."""
+    inventory = ctx.inventory
+    held = inventory.assignments_of(ctx.cluster_ctx.principal.object_id)  # indexing finds the conflicts
+    if not inventory.conflicting:
+        return []
+    over = {scope for scope, _ in inventory.ancestor_scopes(ctx.registry.id)[0]}
+    return [norm_id(a.id) for a in held if a.scope in over and norm_id(a.id) in inventory.conflicting]
 
 
 def _mode_verdict(ctx: PairContext, mode: str) -> Result:
@@ -150,6 +161,11 @@ def identity_can_pull(ctx: PairContext) -> Result:
                       anonymousPullEnabled=True)
     if not principal.object_id:
         return unknown(f"The pull identity cannot be resolved: {principal.reason}.", principalKind=principal.kind)
+    conflicting = _conflicting_assignments(ctx)
+    if conflicting:
+        return unknown(f"Role assignment {conflicting[0]} appears in several rows that disagree (role, scope or "
+                       "condition), so whether the pull identity holds pull is unknown; collect again.",
+                       conflictingRows=conflicting[:MAX_LISTED])
     declared_mode = next((m for m in rbac.MODES if m.lower() == registry.role_assignment_mode.lower()), "")
     if declared_mode:
         return _mode_verdict(ctx, declared_mode)

@@ -32,6 +32,7 @@ import orjson
 from auditors.findings import EncodedFinding
 from auditors.sinks.base import SinkStats
 from auditors.sinks.spool import Heartbeat, Spool, SpoolEntryUnreadable
+from auditors.sources.connection import lasting_problem
 
 WRITE_AHEAD_ROWS = 20_000  # findings per write-ahead chunk (about 20 MB of JSON)
 FIELD_LIMIT = 64 * 1024
@@ -122,6 +123,7 @@ class UploadStats:
     throttled: int = 0
     failed_batches: int = 0
     spooled_rows: int = 0
+    lost_rows: int = 0  # neither delivered nor spooled (the service and the storage both down)
     quarantined: int = 0
     truncated_fields: int = 0
     body_bytes: int = 0
@@ -238,18 +240,27 @@ class LogAnalyticsSink:
                 return
             except Exception as error:
                 attempt += 1
-                if attempt < self.attempts and _transient(error):
+                if attempt < self.attempts and _transient(error) and lasting_problem(error) is None:
                     time.sleep(self.backoff * 2 ** (attempt - 1))
                     continue
                 self._spool(stream, lines, error, stats)
                 return
 
     def _spool(self, stream: str, lines: list[bytes], error: Exception, stats: UploadStats) -> None:
-        name = self.spool.put(stream, lines, f"{type(error).__name__}: {error}")
+        why = lasting_problem(error) or " ".join(str(error).split())[:200]
+        try:
+            name = self.spool.put(stream, lines, f"{type(error).__name__}: {error}")
+        except Exception as spool_error:  # nowhere to keep them: say so, never raise from a worker
+            with self._lock:
+                stats.failed_batches += 1
+                stats.lost_rows += len(lines)
+                stats.errors.append(f"{stream}: {len(lines)} rows neither delivered ({why}) nor spooled "
+                                    f"({type(spool_error).__name__}: {spool_error})")
+            return
         with self._lock:
             stats.failed_batches += 1
             stats.spooled_rows += len(lines)
-            stats.errors.append(f"{stream}: {len(lines)} rows spooled to {name}: {str(error)[:200]}")
+            stats.errors.append(f"{stream}: {len(lines)} rows spooled to {name}: {why}")
 
     # -- FindingSink -----------------------------------------------------------------------------------------
     def write(self, batch: list[EncodedFinding]) -> None:
@@ -345,6 +356,8 @@ class LogAnalyticsSink:
             total.add(attempt)
             self.spool.remove(name)
             self.spool.release(name)
+            if owner:
+                self.spool.end(owner)  # a dead run's last heartbeat
             if progress:
                 origin = f" (written ahead by run {owner}, which did not finish)" if owner else ""
                 progress(f"replayed spool entry {name}{origin}: {len(entry.lines)} rows to {entry.stream}"

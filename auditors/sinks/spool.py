@@ -178,7 +178,10 @@ class Heartbeat:
         self.spool, self.run_id, self.every = spool, run_id, max(0.5, min(HEARTBEAT_EVERY, spool.stale_after / 4))
         self._stop = threading.Event()
         self.error = ""
-        spool.beat(run_id)
+        try:
+            spool.beat(run_id)
+        except Exception as exc:  # storage down: the run goes on; its write-ahead entries cannot be written either
+            self.error = f"{type(exc).__name__}: {exc}"
         self._thread = threading.Thread(target=self._run, name="spool-heartbeat", daemon=True)
         self._thread.start()
 

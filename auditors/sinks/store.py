@@ -211,8 +211,16 @@ class LocalStore:
         return str(self.root / name) + ("/" if name.endswith("/") else "")
 
 
+class StorageUnavailable(RuntimeError):
+    """Blob Storage cannot be reached (or used) at all; the message names the container and why, in one line."""
+
+
 class BlobStore:
-    """One Blob Storage container (created if missing) through azure-storage-blob."""
+    """One Blob Storage container (created on first use if missing) through azure-storage-blob.
+
+    If the account cannot be reached, the first call says why (StorageUnavailable) and every later call fails at
+    once with the same message, so a run with storage down ends in bounded time instead of waiting out each
+    object's retries."""
 
     def __init__(self, container_client) -> None:
         name = getattr(container_client, "container_name", None)
@@ -220,30 +228,59 @@ class BlobStore:
             raise UnsafeObjectName(f"{name[:100]!r} is not a container name (3-63 lower-case letters, digits and "
                                    "single hyphens)")
         self.container = container_client
-        with contextlib.suppress(ResourceExistsError):
-            self.container.create_container()
+        self._ready = False
+        self._broken = ""
+
+    def _call(self, operation, *args, **kwargs):
+        from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+        if self._broken:
+            raise StorageUnavailable(self._broken)
+        try:
+            if not self._ready:
+                with contextlib.suppress(ResourceExistsError):
+                    try:
+                        self.container.create_container()
+                    except HttpResponseError as exc:
+                        if exc.status_code != 403:  # a credential that may not create containers may still write
+                            raise
+                self._ready = True
+            return operation(*args, **kwargs)
+        except (ResourceExistsError, ResourceNotFoundError):
+            raise
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            from auditors.sources.connection import lasting_problem
+
+            self._broken = f"storage {self.location()}: {lasting_problem(exc) or 'cannot be reached'}"
+            raise StorageUnavailable(self._broken) from None
+        except HttpResponseError as exc:
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            if exc.status_code in (401, 403):
+                raise StorageUnavailable(f"storage {self.location()}: access refused ({reason})") from None
+            raise
 
     def put(self, name: str, data: bytes) -> None:
         check_object_name(name)
         try:
-            self.container.upload_blob(name, data, overwrite=False)
+            self._call(self.container.upload_blob, name, data, overwrite=False)
         except ResourceExistsError:
             raise ObjectExists(f"{self.location(name)} already exists") from None
 
     def get(self, name: str) -> bytes:
         check_object_name(name)
         try:
-            return self.container.download_blob(name).readall()
+            return self._call(lambda: self.container.download_blob(name).readall())
         except ResourceNotFoundError:
             raise ObjectMissing(f"{self.location(name)} does not exist") from None
 
     def delete(self, name: str) -> None:
         check_object_name(name)
         with contextlib.suppress(ResourceNotFoundError):
-            self.container.delete_blob(name)
+            self._call(self.container.delete_blob, name)
 
     def list(self, prefix: str = "") -> list[StoredObject]:
-        return [StoredObject(b.name, b.size) for b in self.container.list_blobs(name_starts_with=prefix or None)]
+        return self._call(lambda: [StoredObject(b.name, b.size)
+                                   for b in self.container.list_blobs(name_starts_with=prefix or None)])
 
     def location(self, name: str = "") -> str:
         """The object's URL without query string: a SAS token in the connection string never leaks into

@@ -30,18 +30,19 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 
 def lasting_problem(exc: BaseException) -> str | None:
-    """What is wrong, in a few words with the fix, when retrying cannot help; None for a failure worth retrying."""
+    """What is wrong, in a few words with the fix, when retrying cannot help; None for a failure worth retrying.
+    (No parentheses or semicolons: callers embed the text in their own messages.)"""
     for cause in _causes(exc):
         text = str(cause)
         if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
             detail = getattr(cause, "verify_message", "") or "certificate verify failed"
-            return (f"its TLS certificate does not verify ({detail}); if it is signed by your own CA, point "
+            return (f"its TLS certificate does not verify, {detail}: if your own CA signs it, point "
                     "REQUESTS_CA_BUNDLE at that CA's certificate")
         if "Could not find a suitable TLS CA certificate bundle" in text:
-            return f"the CA bundle cannot be read ({text.split(':', 1)[-1].strip()}); fix REQUESTS_CA_BUNDLE"
+            return f"the CA bundle {text.split(':', 1)[-1].strip()} cannot be read: fix REQUESTS_CA_BUNDLE"
         if isinstance(cause, socket.gaierror) or "Failed to resolve" in text or "Name or service not known" in text:
-            return "its host name does not resolve (DNS); check the endpoint setting and the DNS server"
+            return "its host name does not resolve: check the endpoint setting and the DNS server"
         if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED \
                 or "Connection refused" in text:
-            return "it refuses connections (nothing listens on that port); check the endpoint setting"
+            return "it refuses connections, nothing listens on that port: check the endpoint setting"
     return None
