@@ -175,12 +175,12 @@ def _rules(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(catalog_document(), indent=2))
         return EXIT_OK
-    rows = [(m.id, m.severity.value, m.scope.value, m.category, str(m.seed_cause or "-"), m.title)
-            for m in (rule.meta for rule in catalog())]
-    header = ("Rule", "Severity", "Scope", "Category", "Cause", "Title")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
+    rows = [(m.id, m.severity.value, m.scope.value, m.category, str(m.seed_cause or "-"), m.title,
+             ", ".join(m.controls) or "-") for m in (rule.meta for rule in catalog())]
+    header = ("Rule", "Severity", "Scope", "Category", "Cause", "Title", "Controls")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(6)]
     for row in [header, *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[5])
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[6])
     print("\nOne rule with its documentation: python -m auditors rules AKS-ACR-001")
     return EXIT_OK
 

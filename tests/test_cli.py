@@ -114,6 +114,8 @@ def test_rules_lists_the_catalog():
     lines = result.stdout.splitlines()
     title_column = lines[0].index("Title")
     assert all(line[title_column - 2:title_column] == "  " for line in lines[1:len(listed) + 1])  # aligned
+    controls = {line.split()[0]: line[lines[0].index("Controls"):] for line in lines[1:len(listed) + 1]}
+    assert controls["AKS-ACR-001"] == ", ".join(next(r for r in listed if r["id"] == "AKS-ACR-001")["controls"])
 
 
 def test_one_rule_is_shown_with_its_documentation():

@@ -363,3 +363,50 @@ def test_matching_100k_findings_is_fast_and_agrees_with_the_reference_semantics(
         for e in selecting:
             counts[e.id] += 1
     assert {r["id"]: r["matched"] for r in fresh.as_records()} == counts
+
+
+def _cli(*args, env=None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "auditors", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_fail_on_counts_only_findings_that_are_not_exempted(tmp_path):
+    waiver = tmp_path / "all.yaml"
+    waiver.write_text(yaml.safe_dump({"exemptions": [{
+        "id": "EX-ALL", "rules": ["AKS-ACR-00*", "AKS-ACR-011", "AKS-ACR-012", "AKS-ACR-014"],
+        "clusters": {"name": "*"}, "registries": {"name": "*"}, "justification": "freeze",
+        "approvedBy": "secops@example.com", "expiresOn": "2027-01-31"}]}))
+    gated = _cli("scan", "--demo", "--out", str(tmp_path / "a"), "--quiet", "--fail-on", "Low")
+    assert gated.returncode == 1 and "--fail-on Low: " in gated.stderr
+    waived = _cli("scan", "--demo", "--out", str(tmp_path / "b"), "--quiet", "--fail-on", "Low", "--exemptions",
+                  str(waiver))
+    assert waived.returncode == 0, waived.stderr
+    records = [json.loads(line) for line in (tmp_path / "b/findings.jsonl").read_text().splitlines()]
+    fails = [r for r in records if r["Status"] == "Fail"]
+    assert fails and all(r["Exempted"] and r["ExemptionId"] == "EX-ALL" for r in fails)  # still Fail, but waived
+    run = json.loads((tmp_path / "b/run.json").read_text())
+    assert run["ExemptedCount"] == sum(r["Exempted"] for r in records) and run["FailCount"] == 0
+
+
+def test_evidence_verify_catches_a_changed_exemptions_file_in_the_archive(tmp_path):
+    env = {"AUDIT_LOCAL_DIR": str(tmp_path / "local"), "AUDIT_SIGNING_KEY_ID": ""}
+    scan = _cli("scan", "--demo", "--out", str(tmp_path / "out"), "--quiet", "--evidence", "--exemptions",
+                "auditors/demo/exemptions.yaml", env=env)
+    assert scan.returncode == 0, scan.stderr
+    [archived] = list((tmp_path / "local" / "evidence").rglob("exemptions.json"))
+    document = json.loads(archived.read_text())
+    demo = Path("auditors/demo/exemptions.yaml").read_bytes()
+    assert document["sha256"] == hashlib.sha256(demo).hexdigest()
+    assert {e["id"] for e in document["exemptions"]} == {"EX-0042", "EX-0017"}
+    run = json.loads((tmp_path / "out/run.json").read_text())
+    assert run["ExemptionsSha256"] == document["sha256"]
+    assert _cli("evidence", "verify", env=env).returncode == 0
+    document["exemptions"][0]["expiresOn"] = "2099-12-31"  # a storage writer extends a waiver afterwards
+    archived.chmod(0o644)
+    archived.write_text(json.dumps(document))
+    tampered = _cli("evidence", "verify", env=env)
+    assert tampered.returncode == 1 and "exemptions.json" in tampered.stdout + tampered.stderr
