@@ -162,57 +162,6 @@ def _status(status: str, word: str | None = None) -> str:
             f"{_e(word or _WORD.get(status, status))}</span>")
 
 
-def _cell(status: str) -> str:
-    if status == NOT_PAIRED:
-        return '<span aria-hidden="true">—</span><span class="visually-hidden">not a pair</span>'
-    return _status(status)
-
-
-def _resource(ref: ResourceRef) -> str:
-    if not ref.in_inventory:
-        return f'<span class="name">{_e(ref.name)}</span><span class="sub">not in the inventory</span>'
-    return f'<span class="name">{_e(ref.name)}</span><span class="sub">{_e(ref.resource_group)}</span>'
-
-
-def _more(count: int, what: str) -> str:
-    return f'<p class="more">… and {count:,} more {_e(what)}</p>' if count > 0 else ""
-
-
-def _section(anchor: str, title: str, body: str) -> str:
-    return (f'<section id="{anchor}" aria-labelledby="{anchor}-title">\n<h2 id="{anchor}-title">{_e(title)}</h2>\n'
-            f"{body}</section>\n")
-
-
-def _table(caption: str, head: Iterable[str], rows: Iterable[str], css: str = "") -> str:
-    header = "".join(head)
-    klass = f' class="{css}"' if css else ""
-    return (f'<div class="scroll" role="region" tabindex="0" aria-label="{_e(caption)}">\n<table{klass}>\n'
-            f"<caption>{_e(caption)}</caption>\n<thead><tr>{header}</tr></thead>\n<tbody>\n"
-            + "".join(rows) + "</tbody>\n</table>\n</div>\n")
-
-
-def _th(text: str, num: bool = False) -> str:
-    css = ' class="num"' if num else ""
-    return f'<th scope="col"{css}>{text}</th>'
-
-
-def _e(value: object) -> str:
-    return escape("" if value is None else str(value), quote=True)
-
-
-def _n(value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return "" if value is None else str(value)
-    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
-
-
-def _status(status: str, word: str | None = None) -> str:
-    """A status as symbol plus word; the symbol is decoration for sighted readers, the word is what is read."""
-    css = _CLASS.get(status, "na")
-    return (f'<span class="status {css}"><span aria-hidden="true">{_SYMBOL.get(status, "")} </span>'
-            f"{_e(word or _WORD.get(status, status))}</span>")
-
-
 def _cell(status: str, cause: str = "") -> str:
     if status == NOT_PAIRED:
         return '<span aria-hidden="true">—</span><span class="visually-hidden">not a pair</span>'
