@@ -324,3 +324,23 @@ def test_scan_writes_the_reports_asked_for_and_report_rebuilds_them_from_the_fin
     assert rebuilt["overview"] == summary["overview"] and rebuilt["run"]["runId"] == run["RunId"]
     bad = cli("report", "--findings", str(out), "--format", "pdf")
     assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1 and "invalid choice: 'pdf'" in bad.stderr
+
+
+def test_summary_keeps_clusters_with_one_name_apart_and_ranks_pairs_by_the_pull_verdict(tmp_path):
+    from tests.helpers import demo_copy
+
+    snapshot = demo_copy(tmp_path / "snap")
+    resources = json.loads((snapshot / "resources.json").read_text())
+    twin = json.loads(json.dumps(next(r for r in resources if r["name"] == "aks-analytics")))
+    twin["id"] = twin["id"].replace("rg-aks-analytics", "rg-aks-analytics-2")
+    twin["resourceGroup"] = "rg-aks-analytics-2"
+    (snapshot / "twin.jsonl").write_text(json.dumps(twin) + "\n")
+    result = cli("scan", "--snapshot", str(snapshot), "--pairs", str(snapshot / "pairs.yaml"), "--out",
+                 str(tmp_path / "out"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    worst = result.stdout[result.stdout.index("Worst cluster -> registry pairs:"):].splitlines()[1:]
+    lines = [line for line in worst if line.strip().startswith("aks-analytics (")]
+    assert {line.split(")")[0].strip() for line in lines} == {"aks-analytics (rg-aks-analytics",
+                                                               "aks-analytics (rg-aks-analytics-2"}
+    assert all(": Fail, root cause AKS-ACR-005: " in line for line in lines)
+    assert worst[0].strip().split(": ")[1].startswith("Fail")  # cannot-pull pairs first
