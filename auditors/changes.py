@@ -48,6 +48,8 @@ class PreviousRun:
         for record in previous.records():
             finding_id = record.get("FindingId")
             status = record.get("Status")
+            if _carried(record):  # not looked at in that run: what counts is what was last seen
+                status = record.get("LastKnownStatus")
             if not isinstance(finding_id, str) or not isinstance(status, str):
                 continue
             first = record.get("FirstSeen") or record.get("TimeGenerated") or ""
@@ -123,18 +125,25 @@ class ChangeTracker:
                 continue  # gone from a subscription this run saw whole: the resource or pair no longer exists
             del missing[finding_id]
             finding = _finding_of(record)
-            last_status = record.get("LastKnownStatus") or finding.Status
-            last_seen = record.get("LastSeen") or record.get("TimeGenerated")
+            last_status = (record.get("LastKnownStatus") if _carried(record) else None) or finding.Status
+            last_seen = (record.get("LastSeen") if _carried(record) else None) or record.get("TimeGenerated")
+            first_seen = record.get("FirstSeen") or last_seen
             finding.Message = (f"Not evaluated in this run: {why}. Last known: {last_status} on {last_seen}: "
                                f"{record.get('Message', '')}")[:4000]
             finding.Evidence = {**(finding.Evidence or {}), "carriedForward": True, "notCollected": why}
             finding.LastKnownStatus, finding.LastSeen = last_status, last_seen
-            before = f"{finding.Status}{_SEPARATOR}{record.get('FirstSeen') or ''}"
+            before = f"{record.get('Status')}{_SEPARATOR}{first_seen}"  # carried again: Unchanged
             finding.Status, finding.Remediation = "Unknown", ""
             finding.RunId, finding.TimeGenerated = self.run_id, self.time_generated
             self._mark(finding, before, carried=True)
+            finding.FirstSeen = first_seen  # nobody looked: when it first had its last known status still holds
             self.counts.carried_forward += 1
             yield finding
+
+
+def _carried(record: dict) -> bool:
+    evidence = record.get("Evidence")
+    return isinstance(evidence, dict) and evidence.get("carriedForward") is True
 
 
 def _finding_of(record: dict) -> Finding:

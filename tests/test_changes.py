@@ -128,3 +128,38 @@ def test_unreadable_previous_findings_make_every_finding_new_without_failing(tmp
     outcome = run_scan(demo_copy(tmp_path / "snap"), out)
     assert outcome.record.RunStatus == "Succeeded"
     assert {r["Change"] for r in findings(out).values()} == {"New"}
+
+
+def test_after_a_carried_run_the_status_last_seen_decides_the_change(tmp_path):
+    snapshot = demo_copy(tmp_path / "snap")
+    first = run_scan(snapshot, tmp_path / "out")
+    before = findings(tmp_path / "out")
+    resources_path, manifest_path = snapshot / "resources.json", snapshot / "manifest.json"
+    resources, manifest = resources_path.read_text(), manifest_path.read_text()
+    web = before[("AKS-ACR-003", "aks-web-eastus", "acrcontosoedge")]      # Fail (the firewall)
+    passing = before[("AKS-ACR-006", "aks-web-eastus", "")]                 # Pass
+    assert (web["Status"], passing["Status"]) == ("Fail", "Pass")
+    # A run that cannot collect the cluster's subscription carries both forward ...
+    kept = [r for r in json.loads(resources) if r["subscriptionId"] != web["SubscriptionId"]
+            or r["type"] != "microsoft.containerservice/managedclusters"]
+    resources_path.write_text(json.dumps(kept))
+    gap = json.loads(manifest)
+    gap["coverage"]["gaps"] = [{"query": "clusters", "types": ["microsoft.containerservice/managedclusters"],
+                                "subscriptions": [web["SubscriptionId"]], "reason": "HTTP 500"}]
+    manifest_path.write_text(json.dumps(gap))
+    run_scan(snapshot, tmp_path / "out")
+    # ... and the next collects it again, with the identity now failing its Pass check.
+    resources_path.write_text(resources)
+    manifest_path.write_text(manifest)
+    rows = json.loads(resources)
+    cluster = next(r for r in rows if r["name"] == "aks-web-eastus")
+    cluster["identity"] = None
+    cluster["properties"]["servicePrincipalProfile"] = {"clientId": "0b0b0b0b-0000-4000-8000-000000000000"}
+    resources_path.write_text(json.dumps(rows))
+    third = run_scan(snapshot, tmp_path / "out")
+    after = findings(tmp_path / "out")
+    still_failing = after[("AKS-ACR-003", "aks-web-eastus", "acrcontosoedge")]
+    newly_failing = after[("AKS-ACR-006", "aks-web-eastus", "")]
+    assert newly_failing["Status"] == "Fail" and newly_failing["Change"] == "New"   # Pass before it was carried
+    assert still_failing["Change"] == "Unchanged" and still_failing["FirstSeen"] == first.run.time_generated
+    assert third.record.NewCount >= 1

@@ -1270,18 +1270,48 @@ def alert_query(name: str) -> str:
     return _code(alert_rules()[name]["properties"]["criteria"]["allOf"][0]["query"])
 
 
-# Runs count once, when their run row first reaches the workspace within the rule's hour.
-RECENT_RUNS = "summarize FirstIngested = min(ingestion_time()) by RunId\n    | where FirstIngested > ago(1h)"
+# A run's status is its run row with the latest TimeGenerated (the row written ahead to say the run was interrupted
+# is dated at its start and gives way to the real one), and that row's first arrival is when the run counts.
+RUN_RECORD = ("| extend Ingested = ingestion_time()\n"
+              "    | summarize arg_min(Ingested, RunStatus) by RunId, TimeGenerated\n"
+              "    | summarize arg_max(TimeGenerated, RunStatus, Ingested) by RunId\n")
+# Findings alerts read runs that finished, and a finding counts once, in the hour when both it and its run's row have
+# arrived: neither a run row nor a chunk of findings delivered late from the spool loses an alert.
+FINISHED_RUNS = "let finishedRuns = AcrPullAuditRuns_CL\n    " + RUN_RECORD + \
+    '    | where RunStatus in ("Succeeded", "Incomplete")\n    | project RunId, RunArrived = Ingested;\n'
+FINDING_ARRIVED = "summarize arg_max(TimeGenerated, *), Arrived = min(Ingested) by RunId, FindingId"
+READY = "| where max_of(Arrived, RunArrived) > ago(1h)"
+FINDINGS_ALERTS = ("unmappedHighFail[]", "unmappedObservedPullFailures[]", "exemptionExpired[]")
+
+
+@pytest.mark.parametrize("name", FINDINGS_ALERTS)
+def test_findings_alerts_read_finished_runs_once_their_rows_arrived(name):
+    query = alert_query(name)
+    assert FINISHED_RUNS in query, name
+    assert "where RunId in ((finishedRuns | project RunId))" in query, name
+    assert "extend Ingested = ingestion_time()" in query.split(FINISHED_RUNS, 1)[1], "the findings' own arrival"
+    assert FINDING_ARRIVED in query and "join kind=inner finishedRuns on RunId" in query, name
+    assert READY in query, name
+    # not "the runs that did not fail", row by row: a run's status is the one of its latest run row
+    assert 'RunStatus != "Failed"' not in query, name
+    assert query.index(READY) < query.index('Change == "New"'), "only findings that just became ready"
 
 
 def test_new_failure_alerts_read_the_change_column_and_skip_exemptions():
     for name in ("unmappedHighFail[]", "unmappedObservedPullFailures[]"):
         query = alert_query(name)
-        assert 'Change == "New"' in query and 'Status == "Fail"' in query, name
+        assert 'Change == "New"' in query, name
         assert "where coalesce(Exempted, false) == false" in query, name
-        assert RECENT_RUNS in query and 'RunStatus != "Failed"' in query, name
-        assert "previousRunId" not in query and "top 2" not in query, "no re-derivation from two runs"
-        assert "summarize arg_max(TimeGenerated, *) by RunId, FindingId" in query, name
+        assert "previousRunId" not in query and "top 2" not in query and "prev(" not in query, \
+            "no re-derivation from two runs"
+        assert not re.search(r"join [^\n]* on [^\n]*FindingId", query), "no join of runs by finding"
+    # New problems are Fail or Unknown (the auditor's NewCount counts both); a carried-forward finding is never New
+    # (nobody looked), and is left out even if a row said otherwise.
+    high = alert_query("unmappedHighFail[]")
+    assert '| where Change == "New" and Status in ("Fail", "Unknown") and Severity in ("High", "Critical")\n' in high
+    assert "| where coalesce(tobool(Evidence.carriedForward), false) == false\n" in high
+    # observed pull failures: only a Fail carries kubelet events
+    assert '| where Change == "New" and Status == "Fail"\n' in alert_query("unmappedObservedPullFailures[]")
 
 
 def test_high_fail_alert_uses_the_pull_verdict_instead_of_its_checks():
@@ -1304,6 +1334,10 @@ def test_observed_failure_alert_counts_the_access_classes_only():
 @pytest.mark.parametrize(("rule", "reads"), [
     ("exemptionExpired[]", ['RuleId == "AKS-ACR-013"', 'Change == "New"', "Evidence.exemptionId"]),
     ("quarantinedSpool[]", ["QuarantinedSpoolEntries > 0", "FirstIngested > ago(1h)"]),
+    ("runFailed[]", ['| where RunStatus == "Failed" and not(tostring(Errors[0]) startswith "interrupted")\n',
+                     "| where Ingested > ago(1h)\n"]),
+    ("runInterrupted[]", ['| where RunStatus == "Failed" and tostring(Errors[0]) startswith "interrupted"\n',
+                          "| where Ingested > ago(1h)\n"]),
     # the first row ingested is a run's record; a fork or a second hash for one run is a break as well
     ("evidenceChainBroken[]", ["ChainPosition = ChainPosition + 1", "PreviousManifestSha256 != PredecessorManifest",
                                "join kind=inner predecessors on Scope, ChainPosition", "Runs > 1",
@@ -1319,6 +1353,28 @@ def test_security_team_alerts(rule, reads):
     stages = [stage.strip() for stage in query.split("\n| ")]
     if "dimensions" not in criterion:  # one row, also over no input: the rule compares a number, never "no rows"
         assert stages[-1].startswith("summarize ") and " by " not in stages[-1], stages[-1]
+
+
+@pytest.mark.parametrize("rule", ["runFailed[]", "runInterrupted[]"])
+def test_run_alerts_read_each_runs_latest_row(rule):
+    """A failed run and an interrupted one alert apart, each once: the status is the run's latest row, first
+    arrived within the hour, so an interrupted row that a real row superseded does not alert."""
+    query = alert_query(rule)
+    record = ("| extend Ingested = ingestion_time()\n"
+              "| summarize arg_min(Ingested, RunStatus, Errors) by RunId, TimeGenerated\n"
+              "| summarize arg_max(TimeGenerated, RunStatus, Errors, Ingested) by RunId\n")
+    assert record in query
+    assert query.index(record) < query.index('| where RunStatus == "Failed"')
+
+
+def test_interrupted_runs_are_recognised_by_what_the_auditor_writes():
+    """The run row a run writes ahead, which a later run delivers when the run never finished, is what the
+    interrupted-run alert and the workbook look for."""
+    source = (ROOT / "auditors" / "pipeline.py").read_text(encoding="utf-8")
+    assert re.search(r'RunStatus=FAILED,[^\n]*\n[^\n]*Errors=\["interrupted: ', source), \
+        "the write-ahead run row changed: update run-interrupted.kql, run-failed.kql and the workbook"
+    rule = alert_rules()["runInterrupted[]"]["properties"]
+    assert rule["actions"]["actionGroups"] == SECURITY_TEAM and rule["autoMitigate"] is False
 
 
 def test_expired_exemption_alert_names_the_exemption():
@@ -1434,17 +1490,40 @@ def pinned_rules(query: str) -> list[str]:
                       r'\| summarize arg_max\(TimeGenerated, \*\) by RunId, FindingId', query)
 
 
+# Current state ("latest run"): the run whose latest run row says Succeeded or Incomplete, newest by StartTime,
+# among the runs with findings in the workspace. A run that failed or was interrupted never hides the findings
+# (carried-forward Unknowns included) of the one before it, and neither does a run whose findings have not arrived.
+LATEST_RUN = """let lastRunId = toscalar(AcrPullAuditRuns_CL
+    | where TimeGenerated {TimeRange}
+    | summarize arg_max(TimeGenerated, RunStatus, StartTime) by RunId
+    | where RunStatus in ("Succeeded", "Incomplete")
+    | where RunId in ((AcrPullAudit_CL | where TimeGenerated {TimeRange} | distinct RunId))
+    | top 1 by StartTime desc
+    | project RunId);
+"""
+# Trends: every run that finished, by the status of its latest run row.
+EVERY_FINISHED_RUN = """let finishedRuns = AcrPullAuditRuns_CL
+    | where TimeGenerated {TimeRange}
+    | summarize arg_max(TimeGenerated, RunStatus, StartTime) by RunId
+    | where RunStatus in ("Succeeded", "Incomplete");
+"""
+# Views about runs that read findings only to count what a run delivered.
+RUN_VIEWS = {"current-run", "runs-interrupted"}
+NOT_COLLECTED = "Unknown (not collected)"
+IS_CARRIED = "IsCarried = coalesce(tobool(Evidence.carriedForward), isnotempty(LastKnownStatus))"
+
+
 def test_workbook_findings_queries_deduplicate_and_read_finished_runs():
-    """Current state: the latest run that did not fail (lastRunId). Trends: every run that did not fail
+    """Current state: the latest finished run with findings (lastRunId). Trends: every finished run
     (finishedRuns). The filters apply everywhere, except Severity and Rule on a tab about one rule."""
     for name, query in query_items().items():
-        if "AcrPullAudit_CL" not in query:
+        if "AcrPullAudit_CL" not in query.replace(LATEST_RUN, "") or name in RUN_VIEWS:
             continue
         assert "summarize arg_max(TimeGenerated, *) by RunId, FindingId" in query, name
-        assert 'where RunStatus != "Failed"' in query, name
         latest = "| where RunId == lastRunId\n" in query
         every_run = "| where RunId in ((finishedRuns | project RunId))\n" in query
         assert latest != every_run, f"{name}: the latest finished run or every finished run"
+        assert query.startswith(LATEST_RUN if latest else EVERY_FINISHED_RUN), name
         if "{SelectedFinding}" in query:
             continue
         filters = [("Subscription", "SubscriptionId"), ("Owner", "Owner")]
@@ -1452,6 +1531,79 @@ def test_workbook_findings_queries_deduplicate_and_read_finished_runs():
             filters += [("Severity", "Severity"), ("Rule", "RuleId")]
         for parameter, column in filters:
             assert f"'*' in ({{{parameter}}}) or {column} in ({{{parameter}}})" in query, (name, parameter)
+
+
+def test_workbook_current_state_is_the_latest_finished_run_with_findings():
+    """Never "the last run that did not fail" row by row: every view of the latest run selects it the same way,
+    and every status filter on runs reads the status of each run's latest row."""
+    latest = {name: query for name, query in query_items().items() if "lastRunId" in query}
+    assert {"pass-rate-rule", "pair-matrix", "findings-table", "changes-new", "changes-fixed", "current-run",
+            "carried-forward", "exemptions-state"} <= set(latest)
+    for name, query in latest.items():
+        assert query.startswith(LATEST_RUN), name
+    selection = LATEST_RUN.splitlines()
+    assert selection.index('    | where RunStatus in ("Succeeded", "Incomplete")') > selection.index(
+        "    | summarize arg_max(TimeGenerated, RunStatus, StartTime) by RunId"), "status of each run's latest row"
+    assert "distinct RunId))" in selection[4] and "AcrPullAudit_CL" in selection[4], "a run with findings"
+    for name, query in workbook_queries().items():
+        assert 'RunStatus != "Failed"' not in query, name
+        for match in re.finditer(r'\| where RunStatus in \("Succeeded", "Incomplete"\)', query):
+            before = query[:match.start()].rstrip().splitlines()[-1].strip()
+            assert re.fullmatch(r"\| summarize arg_max\(TimeGenerated, [\w, *]+\) by RunId", before), (name, before)
+
+
+def test_workbook_shows_carried_forward_findings_apart_from_unknown(workbook_results):
+    """A finding the latest run could not collect is not a plain Unknown: it shows as "Unknown (not collected)",
+    with the status it had and when it was last collected, and the status icons know that value."""
+    views = {"findings-table": ("Status", "WasStatus"), "changes-latest-list": ("Status", "WasStatus"),
+             "exempted-findings": ("Status", "WasStatus"), "carried-forward": ("Status", "WasStatus"),
+             "pair-matrix": ("Verdict", "WasVerdict")}
+    items = {i["name"]: i for i in workbook_items(workbook()["items"])}
+    for name, (status, was) in views.items():
+        query = items[name]["content"]["query"]
+        assert f'"{NOT_COLLECTED}"' in query and IS_CARRIED in query, name
+        assert {status, was, "LastCollected"} <= set(result_columns(workbook_results[name])), name
+        formatters = items[name]["content"]["gridSettings"]["formatters"]
+        (icons,) = [f for f in formatters if f["columnMatch"] == status] or [None]
+        if icons is not None:
+            assert NOT_COLLECTED in [t["thresholdValue"] for t in icons["formatOptions"]["thresholdsGrid"]], name
+    # counted apart, and a pair that was failing when last collected stays visible with its root cause
+    for name in ("pass-rate-rule", "pass-rate-subscription", "pass-rate-owner", "controls-latest",
+                 "changes-latest-summary", "matrix-summary"):
+        assert "CarriedForward = countif(IsCarried and not(IsExempted))" in query_items()[name], name
+    root_causes = query_items("matrix")["root-causes"]
+    assert '| where Status == "Fail" or LastKnownStatus == "Fail"\n' in root_causes
+    assert 'WasFail = countif(IsCarried and LastKnownStatus == "Fail" and not(IsExempted))' in root_causes
+
+
+def test_workbook_changes_come_from_the_change_column():
+    """New problems and fixes are the auditor's Change column of the latest run; nothing joins two runs. A row
+    does not say which status it changed from, so the fixed count is the run's FixedCount."""
+    changes = query_items("changes")
+    for name, query in changes.items():
+        assert "join" not in query and "prev(" not in query and "top 2" not in query, name
+    assert '| where Change == "New" and Status in ("Fail", "Unknown")\n| where coalesce(Exempted, false) == false\n' \
+        in changes["changes-new"]
+    assert '| where Change == "Changed" and Status in ("Pass", "NotApplicable")\n' in changes["changes-fixed"]
+    counts = changes["changes-latest-counts"]
+    assert 'NewProblems = countif(Change == "New" and Status in ("Fail", "Unknown") and not(IsExempted))' in counts
+    assert "summarize arg_max(TimeGenerated, FixedCount)" in counts and "Fixed = fixedInRun" in counts
+    assert "where RunId == lastRunId" in counts.split("let fixedInRun", 1)[1], "the latest run's own FixedCount"
+    assert "New = NewCount, Fixed = FixedCount" in changes["changes-per-run"]
+
+
+def test_workbook_run_health_shows_interrupted_runs_and_quarantined_entries():
+    runs = query_items("runs")
+    interrupted = 'RunStatus == "Failed" and tostring(Errors[0]) startswith "interrupted"'
+    for name in ("runs-attention", "runs-interrupted", "runs-table", "runs-status"):
+        assert interrupted in runs[name], name
+    assert "Interrupted = countif(IsInterrupted)" in runs["runs-attention"]
+    assert 'Failed = countif(RunStatus == "Failed" and not(IsInterrupted))' in runs["runs-attention"]
+    assert "QuarantinedSpoolEntries = sum(QuarantinedSpoolEntries)" in runs["runs-attention"]
+    assert "| where QuarantinedSpoolEntries > 0\n" in runs["runs-quarantine"]
+    for name, query in runs.items():
+        if "AcrPullAuditRuns_CL" in query:
+            assert "summarize arg_max(TimeGenerated, *) by RunId" in query, f"{name}: one row per run"
 
 
 def test_workbook_counts_exclude_exempted_findings():
@@ -1509,7 +1661,9 @@ WORKBOOK_VIEWS = {
     "pair-matrix": {"Cluster", "Registry", "Verdict", "RootCause", "BlockingChecks", "WasVerdict", "LastCollected",
                     "ExemptionId", "ClusterId", "RegistryId"},
     "matrix-summary": {"Pass", "Fail", "Unknown", "CarriedForward", "WasFail", "Exempted"},
-    "root-causes": {"RootCause", "Fail", "Exempted"},
+    "root-causes": {"RootCause", "Fail", "WasFail", "Exempted"},
+    # the run every "latest run" view reads, with how many of its findings reached the workspace
+    "current-run": {"StartTime", "RunStatus", "Findings", "Delivered", "CarriedForward", "New", "Fixed", "RunId"},
     "carried-forward": {"Status", "WasStatus", "LastCollected", "Since"},
     "findings-table": {"Status", "Exemption", "WasStatus", "LastCollected", "Change", "Since", "Controls", "FindingId"},
     "observed-by-class": {"Class", "Events", "Pairs", "ExemptedEvents", "ExemptedPairs"},
@@ -1525,7 +1679,13 @@ WORKBOOK_VIEWS = {
     "controls-by-run": {"StartTime", "Control", "Pass", "Fail", "Exempted"},
     "changes-per-run": {"StartTime", "New", "Fixed"},
     "changes-latest-summary": {"Change", "Fail", "Exempted"},
-    "changes-latest-list": {"Change", "Status", "Exemption", "Since", "WasStatus"},
+    "changes-latest-list": {"Change", "Status", "Exemption", "Since", "WasStatus", "LastCollected"},
+    "changes-latest-counts": {"NewProblems", "Fixed", "ChangedToPass", "ExemptedChanges", "NotCollected"},
+    "changes-new": {"Status", "Since", "Severity", "RuleId", "RootCause", "Owner", "FindingId"},
+    "changes-fixed": {"Status", "Exemption", "Since", "RuleId", "FindingId"},
+    "runs-attention": {"Failed", "Interrupted", "RunsWithQuarantine", "QuarantinedSpoolEntries"},
+    "runs-interrupted": {"StartTime", "FindingsDelivered", "Error", "RunId"},
+    "runs-quarantine": {"StartTime", "QuarantinedSpoolEntries", "RunId"},
     "runs-permissions": {"Permission", "Granted"},
     "evidence-chain": {"Scope", "ChainPosition", "Link", "ManifestSha256", "PreviousManifestSha256"},
 }

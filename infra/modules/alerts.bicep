@@ -1,12 +1,14 @@
 // Action groups and log search alerts on the auditor's tables. Each query is a file under ../alerts/ so that
 // tests/test_infra.py validates it with the Kusto language service against the real table schemas.
 //
-// Routed by owner: new High/Critical failures (pull verdicts AKS-ACR-000 and other High rules) and new observed
-// pull failures of the access classes (AKS-ACR-002). Each has one rule per owner in ownerActionGroups (Owner
-// dimension included for that owner only, that owner's action group), plus one catch-all rule for every other
-// owner, including findings without an owner tag (Owner "(none)"), to the security team. "New" is the findings'
-// Change column; exempted findings never alert. To the security team: lapsed exemptions, run health (failed run,
-// no successful run, coverage drop), quarantined spool entries and breaks in the evidence hash chain.
+// Routed by owner: new High/Critical problems (Fail or Unknown; pull verdicts AKS-ACR-000 and other High rules) and
+// new observed pull failures of the access classes (AKS-ACR-002). Each has one rule per owner in ownerActionGroups
+// (Owner dimension included for that owner only, that owner's action group), plus one catch-all rule for every
+// other owner, including findings without an owner tag (Owner "(none)"), to the security team. "New" is the
+// findings' Change column, read from runs that finished (Succeeded or Incomplete), once both a finding and its
+// run's row have arrived; exempted and carried-forward findings never alert. To the security team: lapsed
+// exemptions, run health (failed run, interrupted run, no successful run, coverage drop), quarantined spool
+// entries and breaks in the evidence hash chain.
 
 @description('Region of the alert rules (the workspace\'s).')
 param location string
@@ -31,6 +33,7 @@ param coverageThresholdPercent int
 
 var highFailByOwnerQuery = loadTextContent('../alerts/high-fail-by-owner.kql')
 var runFailedQuery = loadTextContent('../alerts/run-failed.kql')
+var runInterruptedQuery = loadTextContent('../alerts/run-interrupted.kql')
 var noSuccessfulRunQuery = loadTextContent('../alerts/no-successful-run.kql')
 var coverageDropQuery = loadTextContent('../alerts/coverage-drop.kql')
 var observedPullFailuresByOwnerQuery = loadTextContent('../alerts/observed-pull-failures-by-owner.kql')
@@ -94,7 +97,7 @@ resource ownerHighFail 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [fo
   kind: 'LogAlert'
   properties: {
     displayName: 'ACR pull audit: new High/Critical failures of ${o.owner}'
-    description: 'Findings of owner ${o.owner} that fail at High or Critical severity for the first time (Change "New"), not exempted: cluster × registry pairs that cannot pull (AKS-ACR-000) and other High rules. Root cause and remediation are in the workbook "ACR pull audit" (Cluster × registry and Findings tabs).'
+    description: 'Findings of owner ${o.owner} that fail, or become Unknown, at High or Critical severity for the first time (Change "New"), not exempted: cluster × registry pairs that cannot pull or cannot be shown to pull (AKS-ACR-000) and other High rules. Root cause and remediation are in the workbook "ACR pull audit" (Cluster × registry, Findings and Changes tabs).'
     severity: 1
     enabled: true
     scopes: [
@@ -147,7 +150,7 @@ resource unmappedHighFail 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = 
   kind: 'LogAlert'
   properties: {
     displayName: 'ACR pull audit: new High/Critical failures of other owners'
-    description: 'New (Change "New"), not exempted High or Critical Fail findings whose owner has no action group of its own, or that carry no owner tag (Owner "(none)").'
+    description: 'New (Change "New"), not exempted High or Critical Fail or Unknown findings whose owner has no action group of its own, or that carry no owner tag (Owner "(none)").'
     severity: 1
     enabled: true
     scopes: [
@@ -430,7 +433,7 @@ resource runFailed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   kind: 'LogAlert'
   properties: {
     displayName: 'ACR pull audit: run failed'
-    description: 'An audit run ended with RunStatus Failed; its Errors column says why (workbook, Run health tab).'
+    description: 'An audit run ended with RunStatus Failed; its Errors column says why (workbook, Run health tab). Interrupted runs have an alert of their own.'
     severity: 1
     enabled: true
     scopes: [
@@ -446,6 +449,49 @@ resource runFailed 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
           query: runFailedQuery
           timeAggregation: 'Total'
           metricMeasureColumn: 'FailedRuns'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        securityTeam.id
+      ]
+      customProperties: {
+        source: 'acr-pull-auditor'
+      }
+    }
+  }
+}
+
+resource runInterrupted 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: 'acr-pull-audit-run-interrupted'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'ACR pull audit: run interrupted'
+    description: 'An audit run was killed, crashed or timed out before it wrote its run row (RunStatus Failed, Errors[0] "interrupted: ..."); a later run delivered the row it had written ahead. Its findings are partial and not current state. Check the function app\'s invocations and timeout (workbook, Run health tab).'
+    severity: 2
+    enabled: true
+    scopes: [
+      workspaceResourceId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    overrideQueryTimeRange: 'P2D'
+    autoMitigate: false
+    criteria: {
+      allOf: [
+        {
+          query: runInterruptedQuery
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'InterruptedRuns'
           operator: 'GreaterThan'
           threshold: 0
           failingPeriods: {
