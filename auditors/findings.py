@@ -105,13 +105,16 @@ class EncodedFinding:
 def _dumps(value: Any) -> bytes:
     try:
         return orjson.dumps(value)
-    except orjson.JSONEncodeError:  # a lone surrogate from a tenant string: keep the text, lose the bad code point
+    except orjson.JSONEncodeError:  # a lone surrogate or a huge integer from a tenant row: keep what can be kept
         return orjson.dumps(_scrub(value))
 
 
 def _scrub(value: Any) -> Any:
+    """What orjson cannot write, made writable: lone surrogates replaced, integers beyond 64 bits as text."""
     if isinstance(value, str):
         return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**64:
+        return str(value)
     if isinstance(value, dict):
         return {_scrub(k): _scrub(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -162,7 +162,10 @@ def _count(value) -> float:
         number = float(value)
     except (TypeError, ValueError):
         return 1.0
-    return number if number > 0 else 1.0
+    return min(number, MAX_COUNT) if number > 0 else 1.0  # a count no kubelet reaches is a damaged row
+
+
+MAX_COUNT = 1e12
 
 
 # -- aggregation -----------------------------------------------------------------------------------------------

@@ -73,12 +73,24 @@ def _globs(value, origin: str, key: str) -> list[str]:
     return [norm_id(v) if key == "id" else v.strip().lower() for v in items]
 
 
+def _shown(value, limit: int = 60) -> str:
+    """A value from the file as it can be shown in a one-line message: plain text as it is, anything else (line
+    breaks, other types) as Python writes it; cut to `limit`."""
+    text = value if isinstance(value, str) and value.isprintable() else repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _keys(keys, limit: int = 5) -> str:
+    shown = sorted(_shown(k) for k in keys)
+    return ", ".join(shown[:limit]) + (f" (+{len(shown) - limit} more)" if len(shown) > limit else "")
+
+
 def _selector(entry, origin: str) -> ClusterSelector:
     if not isinstance(entry, dict):
         raise PairsFileError(f"{origin}: each pair entry must be a mapping with `clusters` and `registries`")
     unknown_keys = set(entry) - {"clusters", "registries", "description"}
     if unknown_keys:
-        raise PairsFileError(f"{origin}: unknown key(s) {', '.join(sorted(unknown_keys))}")
+        raise PairsFileError(f"{origin}: unknown key(s) {_keys(unknown_keys)}")
     registries = entry.get("registries")
     if isinstance(registries, str):
         registries = [t for t in _SEPARATORS.split(registries) if t]
@@ -90,7 +102,7 @@ def _selector(entry, origin: str) -> ClusterSelector:
         raise PairsFileError(f"{origin}: `clusters` must be a mapping with any of id, name, tag, subscription")
     bad = set(match) - {"id", "name", "tag", "subscription"}
     if bad:
-        raise PairsFileError(f"{origin}: `clusters` has unknown key(s) {', '.join(sorted(bad))}; "
+        raise PairsFileError(f"{origin}: `clusters` has unknown key(s) {_keys(bad)}; "
                              "use id, name, tag, subscription")
     tags: dict[str, str] = {}
     for text in _globs(match.get("tag"), origin, "tag"):
@@ -126,7 +138,7 @@ def load_pairs_file(path: str | Path) -> PairsConfig:
         raise PairsFileError(f"{path}: expected a mapping with `pairs` (and optionally `principals`, `groups`)")
     unknown_keys = set(document) - {"pairs", "principals", "groups"}
     if unknown_keys:
-        raise PairsFileError(f"{path}: unknown top-level key(s) {', '.join(sorted(map(str, unknown_keys)))}")
+        raise PairsFileError(f"{path}: unknown top-level key(s) {_keys(unknown_keys)}")
     entries = document.get("pairs")
     entries = [] if entries is None else entries
     if not isinstance(entries, list):
@@ -137,7 +149,7 @@ def load_pairs_file(path: str | Path) -> PairsConfig:
         raise PairsFileError(f"{path}: `principals` must map service principal appIds to object ids")
     for app_id, object_id in principals.items():
         if not (is_guid(str(app_id)) and is_guid(str(object_id))):
-            raise PairsFileError(f"{path}: principals: {app_id!r}: {object_id!r} is not a pair of GUIDs")
+            raise PairsFileError(f"{path}: principals: {_shown(app_id)}: {_shown(object_id)} is not a pair of GUIDs")
         config.principals[str(app_id).lower()] = str(object_id).lower()
     groups = document.get("groups") or {}
     if not isinstance(groups, dict):
@@ -145,7 +157,7 @@ def load_pairs_file(path: str | Path) -> PairsConfig:
     for group_id, members in groups.items():
         members = members or []
         if not is_guid(str(group_id)) or not isinstance(members, list) or not all(is_guid(str(m)) for m in members):
-            raise PairsFileError(f"{path}: groups: {group_id!r} must be a GUID mapping to a list of member GUIDs")
+            raise PairsFileError(f"{path}: groups: {_shown(group_id)} must be a GUID mapping to a list of member GUIDs")
         config.groups[str(group_id).lower()] = frozenset(str(m).lower() for m in members)
     return config
 
