@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -136,23 +137,22 @@ def encode(finding: Finding) -> EncodedFinding:
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_CSV_FIELDS = attrgetter(*FINDING_FIELDS[:-1])  # every column but Evidence, whose JSON is already encoded
 
 
 def csv_cell(value: Any) -> str:
     """A CSV cell that spreadsheets will not run: text starting like a formula gets a leading apostrophe
     (OWASP's CSV injection advice); the JSON and Log Analytics outputs keep the raw value."""
-    text = value if isinstance(value, str) else "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    if value.__class__ is not str:
+        value = "" if value is None else ("true" if value else "false") if isinstance(value, bool) else \
+            ";".join(value) if isinstance(value, list) else str(value)
+    return "'" + value if value[:1] in _FORMULA_FIRST else value
+
+
+_FORMULA_FIRST = frozenset(_FORMULA_START)
 
 
 def csv_row(encoded: EncodedFinding) -> list[str]:
-    finding = encoded.finding
-    return [csv_cell(_cell_text(getattr(finding, name))) for name in FINDING_FIELDS[:-1]] + [encoded.evidence.decode()]
-
-
-def _cell_text(value: Any) -> Any:
-    if isinstance(value, list):
-        return ";".join(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value
+    row = [csv_cell(value) for value in _CSV_FIELDS(encoded.finding)]
+    row.append(encoded.evidence.decode())
+    return row

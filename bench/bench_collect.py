@@ -5,7 +5,9 @@
                                   [--quota 15/5] [--page-size 1000] [--concurrency 4]
 
 Prints requests, pages, rows, 429s and wall time, and per query the requests against the lower bound
-ceil(rows / page size).
+ceil(rows / page size). Resource Graph only, collector and emulator in this process; bench/bench_sources.py runs
+every source (Resource Graph, deny assignments, Microsoft Graph, Container Insights) through the emulators, each
+in its own process, with `python -m auditors snapshot` as the real CLI runs it.
 """
 
 from __future__ import annotations

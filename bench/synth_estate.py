@@ -705,6 +705,7 @@ class _Generator:
         self.puller_groups = [guid() for _ in range(50)]
         self.group_grants: list[tuple[str, str]] = []  # (group, kubelet object id) granted through the group
         self.kubelets: list[str] = []
+        self.kubelet_apps: dict[str, str] = {}  # kubelet object id -> its client (app) id
         self.watched: list[tuple[str, list[_Registry]]] = []  # clusters with Container Insights, their registries
         self.sp_clusters: list[tuple[str, str]] = []  # (cluster name, appId)
         workspaces = {region: (f"/subscriptions/{self.subs[0]}/resourceGroups/rg-monitor/providers/"
@@ -801,6 +802,7 @@ class _Generator:
                                        "tenantId": TENANT_ID},
                     })
                 self.kubelets.append(object_id)
+                self.kubelet_apps[object_id] = client_id
                 for r in tagged:
                     if r.abac:
                         abac_tagged.setdefault(r.idx, []).append(object_id)
@@ -841,6 +843,11 @@ class _Generator:
         for group, listed in members.items():
             graph.row({"type": "microsoft.graph/groups", "id": group, "displayName": f"grp-{group[:8]}",
                        "transitiveMembers": listed})
+        # Kubelet identities are service principals to Graph: a group's members are answered only as those.
+        for kubelet in dict.fromkeys(k for group in self.puller_groups for k in members[group]):
+            graph.row({"type": "microsoft.graph/serviceprincipals", "id": kubelet,
+                       "appId": self.kubelet_apps[kubelet], "displayName": f"kubelet-{kubelet[:8]}",
+                       "servicePrincipalType": "ManagedIdentity"})
         for index, (name, app_id) in enumerate(self.sp_clusters):  # 1 in 10 deleted, expired, expiring soon
             if index % 10 == 0:  # deleted: Graph answers 404
                 graph.row({"type": "microsoft.graph/serviceprincipals", "appId": app_id, "notFound": True})
