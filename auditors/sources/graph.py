@@ -411,8 +411,7 @@ class GraphCollector:
                     future.cancel()
         collection.finish()
         coverage.seconds = time.monotonic() - started
-        self.progress(coverage.summary_line())
-        return coverage
+        return coverage  # the caller reports coverage.summary_line(), as for the other sources
 
     # -- scheduling -----------------------------------------------------------------------------------
     def _next_batch(self, queue: deque[_Call], collection: _Collection) -> list[_Call]:
