@@ -285,6 +285,11 @@ def _clean_env(tmp_path, **extra):
      "whole number; AZURE_ARM_ENDPOINT: 'notaurl' must be an https URL"),
     ("page size", ("scan", "--demo", "--page-size", "5000"), {},
      "argument --page-size: 5000 is not between 1 and 1000"),
+    ("page size zero", ("scan", "--demo", "--page-size", "0"), {}, "argument --page-size: 0 is not between 1 and 1000"),
+    ("subscription not a GUID", ("scan", "--scope", "sub:not-a-guid"), {"AZURE_ACCESS_TOKEN": "t"},
+     "scope 'sub:not-a-guid': a subscription is given by its id, a GUID"),
+    ("bad YAML pairs file", ("scan", "--demo", "--pairs", "tests/data/broken-pairs.yaml"), {},
+     "broken-pairs.yaml: line 3: invalid YAML"),
 ])
 def test_errors_that_help_are_one_line_and_exit_2(tmp_path, case, args, env, expected):
     from pathlib import Path
@@ -344,3 +349,28 @@ def test_summary_keeps_clusters_with_one_name_apart_and_ranks_pairs_by_the_pull_
                                                                "aks-analytics (rg-aks-analytics-2"}
     assert all(": Fail, root cause AKS-ACR-005: " in line for line in lines)
     assert worst[0].strip().split(": ")[1].startswith("Fail")  # cannot-pull pairs first
+
+
+def test_an_emulator_on_a_busy_port_says_so_in_one_line():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("emulate", "arg", "--demo", "--port", str(port))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_counts_are_written_in_the_singular_for_one(tmp_path):
+    from tests.helpers import demo_copy
+
+    snapshot = demo_copy(tmp_path / "snap")
+    resources = json.loads((snapshot / "resources.json").read_text())
+    clusters = [r for r in resources if r["type"] == "microsoft.containerservice/managedclusters"]
+    keep = next(r for r in clusters if r["name"] == "aks-analytics")
+    (snapshot / "resources.json").write_text(json.dumps([r for r in resources if r not in clusters or r is keep]))
+    result = cli("scan", "--snapshot", str(snapshot), "--out", str(tmp_path / "out"), "--quiet")
+    assert " for 1 cluster, " in result.stdout and "1 clusters" not in result.stdout
