@@ -16,14 +16,11 @@ A previous finding that is simply gone (the resource or the pair no longer exist
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 
-import orjson
-
-from auditors.findings import FINDING_FIELDS, Finding
+from auditors.findings import FINDING_FIELDS, Finding, read_records
 
 PROBLEMS = frozenset({"Fail", "Unknown"})
 FIXED = frozenset({"Pass", "NotApplicable"})
@@ -59,15 +56,7 @@ class PreviousRun:
         return previous
 
     def records(self) -> Iterator[dict]:
-        opener = gzip.open if self.path.suffix == ".gz" else open
-        with opener(self.path, "rb") as handle:
-            for line in handle:
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue  # a damaged line of an earlier run: its finding counts as new
-                if isinstance(record, dict):
-                    yield record
+        return read_records(self.path, skip_damaged=True)  # a damaged line: its finding counts as new
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from auditors.exemptions import ExemptionSet
@@ -34,8 +35,6 @@ class _Placeholders(dict):
 
 
 def _remediation(rule: Rule, result: Result, values: dict[str, str]) -> str:
-    if result.status not in (Status.FAIL, Status.UNKNOWN):
-        return ""
     template = result.fix.get("remediation") or rule.meta.remediation  # a result may need another kind of fix
     fills = {k: v for k, v in result.fix.items() if k != "remediation"}
     return template.format_map(_Placeholders({k: v for k, v in values.items() if v}, **fills))
@@ -56,6 +55,8 @@ class Evaluator:
         self.progress = progress
         rules = catalog()
         self.rules = {scope: [r for r in rules if r.meta.scope == scope] for scope in Scope}
+        self._meta = {r.meta.id: _RuleColumns.of(r.meta) for r in rules}
+        self._subjects: dict[str, _Subject] = {}
         self.pair_count = 0
         self.unpaired_clusters = 0
 
@@ -146,17 +147,20 @@ class Evaluator:
     def _finding(self, rule: Rule, result: Result, *, resource_ids: list[str], cluster: Cluster | None = None,
                  registry: Registry | None = None, principal: str = "", source: str = "",
                  declared: str = "") -> Finding:
-        meta = rule.meta
-        subject = cluster or registry
-        values = {
-            "principal_id": principal,
-            "cluster_name": cluster.name if cluster else "", "cluster_rg": cluster.resource_group if cluster else "",
-            "cluster_id": cluster.id if cluster else "", "cluster_location": cluster.location if cluster else "",
-            "registry_name": registry.name if registry else declared,
-            "registry_rg": registry.resource_group if registry else "", "registry_id": registry.id if registry else "",
-            "registry_login_server": registry.login_server if registry else "",
-        }
-        owner = (cluster.owner if cluster else "") or (registry.owner if registry else "")
+        meta = self._meta[rule.meta.id]
+        on_cluster = self._about(cluster) if cluster else _NOBODY
+        on_registry = self._about(registry) if registry else _NOBODY
+        subject = on_cluster if cluster else on_registry
+        status = _STATUS_TEXT[result.status]
+        remediation = ""
+        if status in _NEEDS_REMEDIATION:
+            remediation = _remediation(rule, result, {
+                "principal_id": principal, "cluster_name": on_cluster.name, "cluster_rg": on_cluster.resource_group,
+                "cluster_id": on_cluster.id, "cluster_location": on_cluster.location,
+                "registry_name": on_registry.name if registry else declared,
+                "registry_rg": on_registry.resource_group, "registry_id": on_registry.id,
+                "registry_login_server": on_registry.login_server,
+            })
         exemption = self.exemptions.match(meta.id, cluster, registry) if self.exemptions is not None and \
             meta.scope != Scope.EXEMPTION else None
         return Finding(
@@ -165,27 +169,68 @@ class Evaluator:
             FindingId=finding_id(meta.id, *resource_ids),
             RuleId=meta.id,
             RuleTitle=meta.title,
-            Severity=meta.severity.value,
+            Severity=meta.severity,
             Category=meta.category,
-            Status=result.status.value,
-            Scope=meta.scope.value,
-            ClusterId=cluster.id if cluster else "",
-            ClusterName=cluster.name if cluster else "",
-            RegistryId=registry.id if registry else "",
-            RegistryName=registry.name if registry else declared,
-            RegistryLoginServer=registry.login_server if registry else "",
-            ResourceId=subject.id if subject else "",
-            SubscriptionId=subject.subscription_id if subject else "",
-            ResourceGroup=subject.resource_group if subject else "",
+            Status=status,
+            Scope=meta.scope,
+            ClusterId=on_cluster.id,
+            ClusterName=on_cluster.name,
+            RegistryId=on_registry.id,
+            RegistryName=on_registry.name if registry else declared,
+            RegistryLoginServer=on_registry.login_server,
+            ResourceId=subject.id,
+            SubscriptionId=subject.subscription_id,
+            ResourceGroup=subject.resource_group,
             PrincipalId=principal,
-            Owner=owner,
-            RegistryOwner=registry.owner if registry else "",
+            Owner=on_cluster.owner or on_registry.owner,
+            RegistryOwner=on_registry.owner,
             PairSource=source,
             Message=result.message,
-            Remediation=_remediation(rule, result, values),
-            Controls=list(meta.controls),
+            Remediation=remediation,
+            Controls=meta.controls,
             Exempted=exemption is not None,
             ExemptionId=exemption.id if exemption else "",
             ExemptionExpiresOn=exemption.expires_on.isoformat() if exemption else None,
             Evidence=result.evidence,
         )
+
+    def _about(self, resource: Cluster | Registry) -> _Subject:
+        """The facts every finding about this resource repeats, worked out once per resource."""
+        about = self._subjects.get(resource.id)
+        if about is None:
+            about = self._subjects[resource.id] = _Subject(
+                resource.id, resource.name, resource.resource_group, resource.subscription_id, resource.location,
+                resource.owner, getattr(resource, "login_server", ""))
+        return about
+
+
+@dataclass(frozen=True, slots=True)
+class _Subject:
+    id: str
+    name: str
+    resource_group: str
+    subscription_id: str
+    location: str
+    owner: str
+    login_server: str
+
+
+@dataclass(frozen=True, slots=True)
+class _RuleColumns:
+    """A rule's metadata as finding columns: the same strings and one shared Controls list for every finding."""
+
+    id: str
+    title: str
+    severity: str
+    category: str
+    scope: str
+    controls: list[str]
+
+    @classmethod
+    def of(cls, meta) -> _RuleColumns:
+        return cls(meta.id, meta.title, meta.severity.value, meta.category, meta.scope.value, list(meta.controls))
+
+
+_NOBODY = _Subject("", "", "", "", "", "", "")
+_STATUS_TEXT = {status: status.value for status in Status}
+_NEEDS_REMEDIATION = frozenset({Status.FAIL.value, Status.UNKNOWN.value})

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from auditors.findings import FindingsFileError, read_records
 from auditors.rules import RULES
 
 VERDICT_RULE = "AKS-ACR-000"
@@ -35,21 +36,9 @@ def read_findings(path: str | Path) -> list[dict]:
     if source.is_dir():
         source = source / "findings.jsonl"
     try:
-        lines = source.read_bytes().splitlines()
-    except OSError as exc:
-        raise ExplainError(f"{source}: cannot read the findings file: {exc.strerror or exc}") from None
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise ExplainError(f"{source}:{number}: not a JSON finding: {exc}") from None
-        if not isinstance(record, dict) or "RuleId" not in record:
-            raise ExplainError(f"{source}:{number}: not a finding record (no RuleId)")
-        records.append(record)
-    return records
+        return list(read_records(source))
+    except FindingsFileError as exc:
+        raise ExplainError(str(exc)) from None
 
 
 def _matches(text: str, *values: str) -> bool:
@@ -186,6 +175,13 @@ def _render_pair(cluster: dict, pair: dict) -> list[str]:
     return lines
 
 
+def _grant_scope(grant: dict[str, Any]) -> str:
+    """A grant's scope: written out, or the start of its role assignment's id."""
+    assignment = str(grant.get("assignmentId") or "")
+    cut = assignment.lower().find("/providers/microsoft.authorization/roleassignments/")
+    return str(grant.get("scope") or (assignment[:cut] if cut >= 0 else assignment))
+
+
 def facts(evidence: dict[str, Any]) -> list[str]:
     """Evidence as short `key: value` lines; grants and deny assignments as `role at scope`."""
     lines = []
@@ -193,7 +189,7 @@ def facts(evidence: dict[str, Any]) -> list[str]:
         if value in (None, "", [], {}) or key in ("checks",):
             continue
         if isinstance(value, list) and value and all(isinstance(v, dict) and "role" in v for v in value):
-            shown = [f"{v['role']} at the {v.get('scopeLevel') or ''} scope {v.get('scope', '')}"
+            shown = [f"{v['role']} at the {v.get('scopeLevel') or ''} scope {_grant_scope(v)}"
                      + (f" (through group {v['group']})" if v.get("group") else "")
                      + (f" if {v['condition']}" if v.get("condition") else "") for v in value[:MAX_LISTED]]
         elif isinstance(value, list):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from operator import attrgetter
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -99,8 +103,131 @@ class EncodedFinding:
     body, the evidence archive) and the CSV's Evidence cell reuses `evidence`."""
 
     finding: Finding
-    line: bytes  # the finding as one JSON object, no newline
+    line: bytes  # the finding as its wire row (see `wire_record`), one JSON object, no newline
     evidence: bytes  # the Evidence object's JSON, as it appears inside `line`
+
+
+# -- the wire row ---------------------------------------------------------------------------------------------
+# A finding travels (findings.jsonl, the Logs Ingestion body, the evidence archive) as a *wire row*: a column is
+# left out when its value is what a reader derives anyway, and `expand` (Python) and the DCR's transformKql
+# (Log Analytics, generated from the same definitions by `auditors.sinks.tables.transform_kql`) put it back, so
+# the table and every reader see every column. Derived are: the rule catalog's columns, from RuleId; ResourceId
+# from the scope's resource; SubscriptionId and ResourceGroup from ResourceId; resource names from their ids; a
+# public-cloud login server from the registry's name; and empty values. A value that differs from its derivation
+# is written out, so nothing is lost.
+
+CATALOG_COLUMNS = ("RuleTitle", "Severity", "Category", "Scope", "Controls")
+LAST_SEGMENT = r"([^/]+)$"
+SUBSCRIPTION_OF = r"(?i)^/subscriptions/([^/]+)"
+RESOURCE_GROUP_OF = r"(?i)^/subscriptions/[^/]+/resourcegroups/([^/]+)"
+PUBLIC_LOGIN_SUFFIX = ".azurecr.io"
+_EMPTY: dict[str, Any] = {name: (False if kind == "boolean" else None if kind == "datetime" else
+                                 [] if name == "Controls" else {} if kind == "dynamic" else "")
+                          for name, kind in FINDING_COLUMNS}
+
+
+def _last_segment(resource_id: str) -> str:
+    """As LAST_SEGMENT extracts it."""
+    return resource_id.rpartition("/")[2]
+
+
+def _subscription_and_group(resource_id: str) -> tuple[str, str]:
+    """As SUBSCRIPTION_OF and RESOURCE_GROUP_OF extract them ("" where they do not match)."""
+    parts = resource_id.split("/", 5)
+    if len(parts) < 3 or parts[0] or parts[1].lower() != "subscriptions" or not parts[2]:
+        return "", ""
+    group = parts[4] if len(parts) > 4 and parts[3].lower() == "resourcegroups" else ""
+    return parts[2], group
+
+
+@cache
+def _catalog() -> dict[str, dict[str, Any]]:
+    from auditors.rules import catalog
+
+    return {rule.meta.id: {"RuleTitle": rule.meta.title, "Severity": rule.meta.severity.value,
+                           "Category": rule.meta.category, "Scope": rule.meta.scope.value,
+                           "Controls": list(rule.meta.controls)} for rule in catalog()}
+
+
+def _derived(rule_id: str, scope: str, cluster_id: str, registry_id: str, registry_name: str,
+             resource_id: str) -> dict[str, Any]:
+    """What a reader derives for each derivable column, from the row's own values of these six ("" if none)."""
+    meta = _catalog().get(rule_id, {})
+    scope = scope or meta.get("Scope", "")
+    registry_name = registry_name or _last_segment(registry_id)
+    subscription, group = _subscription_and_group(resource_id or (registry_id if scope == "registry" else cluster_id))
+    return {**meta, "ClusterName": _last_segment(cluster_id), "RegistryName": _last_segment(registry_id),
+            "RegistryLoginServer": registry_name.lower() + PUBLIC_LOGIN_SUFFIX
+            if registry_id and registry_name.isascii() else "",
+            "ResourceId": registry_id if scope == "registry" else cluster_id,
+            "SubscriptionId": subscription, "ResourceGroup": group}
+
+
+_WIRE_ORDER = tuple(name for name in FINDING_FIELDS if name != "Evidence")
+_WIRE_VALUES = attrgetter(*_WIRE_ORDER)
+_WIRE_INDEX = {name: index for index, name in enumerate(_WIRE_ORDER)}
+_WIRE_EMPTY = [_EMPTY[name] for name in _WIRE_ORDER]
+
+
+def wire_record(finding: Finding) -> dict[str, Any]:
+    """The finding's columns as they travel: those a reader derives (or that are empty) are left out."""
+    defaults = _WIRE_EMPTY.copy()
+    for name, value in _derived(finding.RuleId, finding.Scope, finding.ClusterId, finding.RegistryId,
+                                finding.RegistryName, finding.ResourceId).items():
+        defaults[_WIRE_INDEX[name]] = value
+    return {name: value for name, value, default in zip(_WIRE_ORDER, _WIRE_VALUES(finding), defaults, strict=True)
+            if value != default}
+
+
+def expand(record: dict[str, Any]) -> dict[str, Any]:
+    """A wire row (or an older full record) with every column, in the table's order."""
+    def text(name: str) -> str:
+        value = record.get(name)
+        return value if isinstance(value, str) else ""
+
+    derived = _derived(text("RuleId"), text("Scope"), text("ClusterId"), text("RegistryId"), text("RegistryName"),
+                       text("ResourceId"))
+    full = {}
+    for name in FINDING_FIELDS:
+        if name in record:
+            full[name] = record[name]
+        elif name in derived:
+            full[name] = derived[name]
+        else:
+            value = _EMPTY[name]
+            full[name] = value.copy() if isinstance(value, list | dict) else value
+    return full
+
+
+class FindingsFileError(ValueError):
+    """A findings file cannot be read; the message names the file, the line and the problem."""
+
+
+def read_records(path: str | Path, *, skip_damaged: bool = False) -> Iterator[dict[str, Any]]:
+    """Every finding of a findings.jsonl (or .jsonl.gz) file, expanded to all columns, one at a time. A damaged
+    line raises FindingsFileError, or is skipped with `skip_damaged` (an earlier run's file: its finding then
+    counts as new)."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    if skip_damaged:
+                        continue
+                    raise FindingsFileError(f"{path}:{number}: not a JSON finding: {exc}") from None
+                if not isinstance(record, dict) or not isinstance(record.get("RuleId"), str):
+                    if skip_damaged:
+                        continue
+                    raise FindingsFileError(f"{path}:{number}: not a finding record (no RuleId)")
+                yield expand(record)
+    except (OSError, EOFError) as exc:
+        raise FindingsFileError(f"{path}: cannot read the findings file: {getattr(exc, 'strerror', None) or exc}") \
+            from None
 
 
 def _dumps(value: Any) -> bytes:
@@ -120,24 +247,17 @@ def _scrub(value: Any) -> Any:
         return {_scrub(k): _scrub(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
-    if isinstance(value, Finding):
-        return {name: _scrub(getattr(value, name)) for name in FINDING_FIELDS}
     return value
 
 
 def encode(finding: Finding) -> EncodedFinding:
     evidence = _dumps(finding.Evidence)
-    value = finding.Evidence
-    finding.Evidence = orjson.Fragment(evidence)  # splice the encoded evidence in rather than encode it twice
-    try:
-        line = _dumps(finding)
-    finally:
-        finding.Evidence = value
+    head = _dumps(wire_record(finding))  # the evidence is spliced in, not encoded twice
+    line = head[:-1] + (b',"Evidence":' if len(head) > 2 else b'"Evidence":') + evidence + b"}"
     return EncodedFinding(finding, line, evidence)
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_CSV_FIELDS = attrgetter(*FINDING_FIELDS[:-1])  # every column but Evidence, whose JSON is already encoded
 
 
 def csv_cell(value: Any) -> str:
@@ -151,8 +271,3 @@ def csv_cell(value: Any) -> str:
 
 _FORMULA_FIRST = frozenset(_FORMULA_START)
 
-
-def csv_row(encoded: EncodedFinding) -> list[str]:
-    row = [csv_cell(value) for value in _CSV_FIELDS(encoded.finding)]
-    row.append(encoded.evidence.decode())
-    return row

@@ -85,10 +85,14 @@ class Resource:
     subscription_id: str
     location: str
     tags: dict[str, str]
+    _key: str = field(default="", init=False, repr=False, compare=False)  # norm_id(id), worked out when first asked
 
     @property
     def key(self) -> str:
-        return norm_id(self.id)
+        key = self._key
+        if not key:
+            key = self._key = norm_id(self.id)
+        return key
 
     @property
     def owner(self) -> str:

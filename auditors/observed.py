@@ -200,8 +200,8 @@ class PullFailures:
         return sorted(self.counts, key=lambda c: (-self.counts[c], CLASSES.index(c)))
 
     def to_dict(self) -> dict:
-        return {"clusterId": self.cluster_id, "registry": self.registry,
-                "counts": {c: int(self.counts[c]) for c in self.classes}, "firstSeen": _iso(self.first_seen),
+        """As a pair's evidence, which names the cluster and the registry already."""
+        return {"counts": {c: int(self.counts[c]) for c in self.classes}, "firstSeen": _iso(self.first_seen),
                 "lastSeen": _iso(self.last_seen), "namespaces": self.namespaces, "pods": self.pods,
                 "images": self.images, "sampleMessage": self.sample_message, "sampleClass": self.sample_class,
                 "clientIps": self.client_ips}

@@ -139,8 +139,9 @@ class Grant:
     condition: str
 
     def evidence(self) -> dict:
-        data = {"role": self.role, "scope": self.scope, "scopeLevel": self.scope_label,
-                "assignmentId": self.assignment_id}
+        # The assignment's id begins with its scope, so the scope is written only for a grant without one.
+        data = {"role": self.role, "scopeLevel": self.scope_label}
+        data.update({"assignmentId": self.assignment_id} if self.assignment_id else {"scope": self.scope})
         if self.condition:
             data["condition"] = self.condition
         if self.principal_type.lower() in ("group", "foreigngroup"):

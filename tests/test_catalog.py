@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from auditors.findings import read_records
 from auditors.rules import RESERVED, RULES, Scope, Severity, Status, catalog, catalog_document
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "rules"
@@ -235,7 +236,7 @@ def demo_findings(tmp_path_factory) -> list[dict]:
     settings = Settings(out_dir=str(out), exemptions_file=str(demo_path() / "exemptions.yaml"))
     outcome = run_audit(settings, RunRequest("demo"))
     assert outcome.error is None, outcome.error
-    return [json.loads(line) for line in (out / "findings.jsonl").read_text(encoding="utf-8").splitlines()]
+    return list(read_records(out / "findings.jsonl"))
 
 
 def quoted_findings(text: str) -> list[dict]:

@@ -5,13 +5,14 @@ import json
 import subprocess
 import sys
 
+from auditors.findings import read_records
 from auditors.services import Services
 from auditors.settings import Settings
 from tests.helpers import demo_copy, run_scan
 
 
 def findings(out) -> dict[tuple[str, str, str], dict]:
-    records = [json.loads(line) for line in (out / "findings.jsonl").read_text().splitlines()]
+    records = list(read_records(out / "findings.jsonl"))
     return {(r["RuleId"], r["ClusterName"], r["RegistryName"]): r for r in records}
 
 

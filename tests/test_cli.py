@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from auditors.findings import FINDING_FIELDS
+from auditors.findings import FINDING_FIELDS, expand, read_records
 from auditors.rules import catalog
 
 
@@ -26,7 +26,7 @@ def demo_scan(tmp_path_factory):
 def test_demo_scan_writes_jsonl_and_csv_with_the_same_findings(demo_scan):
     result, out = demo_scan
     assert result.returncode == 0, result.stderr
-    records = [json.loads(line) for line in (out / "findings.jsonl").read_text().splitlines()]
+    records = list(read_records(out / "findings.jsonl"))
     with (out / "findings.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(records) == len(rows) > 50
@@ -189,7 +189,7 @@ def test_live_scan_through_the_cli_matches_the_demo(emulator_process, tmp_path):
 
     def findings(folder):
         lines = (folder / "findings.jsonl").open()
-        return sorted((json.loads(line) | {"TimeGenerated": None, "FirstSeen": None} for line in lines),
+        return sorted((expand(json.loads(line)) | {"TimeGenerated": None, "FirstSeen": None} for line in lines),
                       key=lambda r: r["FindingId"])
 
     assert findings(tmp_path / "live") == findings(tmp_path / "demo")

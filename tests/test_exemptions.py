@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from auditors.exemptions import EXPIRY_RULE, ExemptionsError, ExemptionSet, load_exemptions
+from auditors.findings import read_records
 from auditors.model import Cluster, Registry
 
 TODAY = date(2026, 6, 1)
@@ -385,7 +386,7 @@ def test_fail_on_counts_only_findings_that_are_not_exempted(tmp_path):
     waived = _cli("scan", "--demo", "--out", str(tmp_path / "b"), "--quiet", "--fail-on", "Low", "--exemptions",
                   str(waiver))
     assert waived.returncode == 0, waived.stderr
-    records = [json.loads(line) for line in (tmp_path / "b/findings.jsonl").read_text().splitlines()]
+    records = list(read_records(tmp_path / "b/findings.jsonl"))
     fails = [r for r in records if r["Status"] == "Fail"]
     assert fails and all(r["Exempted"] and r["ExemptionId"] == "EX-ALL" for r in fails)  # still Fail, but waived
     run = json.loads((tmp_path / "b/run.json").read_text())

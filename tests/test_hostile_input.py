@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from auditors.findings import read_records
 from auditors.inputs import demo_path
 from auditors.pairing import MAX_DECLARED_REGISTRIES, PAIR_TAG
 from auditors.sources.credentials import StaticTokenCredential
@@ -84,7 +85,7 @@ def scan_into(out: Path, *args: str, env: dict[str, str] | None = None) -> subpr
 
 
 def read_findings(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "findings.jsonl").read_text(encoding="utf-8").splitlines()]
+    return list(read_records(out / "findings.jsonl"))
 
 
 def resources(snapshot: Path) -> list[dict]:

@@ -1051,7 +1051,7 @@ def test_write_reports_formats_gzip_and_atomic_replace(tmp_path):
 def test_read_findings_names_the_bad_line(tmp_path):
     source = tmp_path / "findings.jsonl"
     source.write_text(json.dumps(finding("AKS-ACR-001", "Fail")) + "\n{not json\n")
-    with pytest.raises(ValueError, match=r"findings.jsonl:2: not a JSON record"):
+    with pytest.raises(ValueError, match=r"findings.jsonl:2: not a JSON finding"):
         list(read_findings(source))
 
 

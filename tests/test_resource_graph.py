@@ -11,6 +11,7 @@ from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
 from auditors.arm import subscription_of
+from auditors.findings import read_records
 from auditors.inputs import capture_snapshot, demo_path
 from auditors.sources.credentials import StaticTokenCredential
 from auditors.sources.kql import collector_queries
@@ -340,7 +341,7 @@ def test_a_subscription_batch_that_always_fails_is_reported_and_its_verdicts_are
     assert gaps and all(g.subscriptions == frozenset(failing) for g in gaps)
     assert result.coverage.subscriptions_seen == 1000
     assert "INCOMPLETE" in result.coverage.summary_line()
-    findings = [json.loads(line) for line in (tmp_path / "out/findings.jsonl").open()]
+    findings = list(read_records(tmp_path / "out/findings.jsonl"))
     assert findings, "the healthy batch is still evaluated"
     for finding in findings:
         involved = {finding["SubscriptionId"], subscription_of(finding["RegistryId"])}

@@ -11,13 +11,13 @@ AKS-ACR-000 findings or, in files older than that rule, derived from the checks 
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from auditors.findings import read_records
 from auditors.reports.data import ReportData
 from auditors.reports.html import render_html
 from auditors.reports.markdown import render_markdown
@@ -28,20 +28,8 @@ FILE_NAMES = {"html": "report.html", "md": "report.md", "json": "summary.json"}
 
 
 def read_findings(path: str | Path) -> Iterator[dict]:
-    """Records of a findings.jsonl (or .jsonl.gz) file, one at a time."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not a JSON record: {exc}") from exc
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            yield record
+    """Records of a findings.jsonl (or .jsonl.gz) file, one at a time, every column filled in."""
+    return read_records(path)
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -213,7 +213,6 @@ def network_route_exists(ctx: PairContext) -> Result:
         "sku": registry.sku or None, "publicNetworkAccess": registry.public_network_access or None,
         "defaultAction": registry.default_action or None, "ipRules": registry.ip_rules[:MAX_LISTED],
         "egressIps": egress.ips, "egressSource": egress.source, "nodeVnets": vnets,
-        "publicRoute": public.reason,
     }
     if private.paths:
         evidence["privatePaths"] = [vars(p) for p in private.paths[:MAX_LISTED]]
@@ -224,13 +223,14 @@ def network_route_exists(ctx: PairContext) -> Result:
     if private.paths:
         path = private.paths[0]
         return passed(f"Private route: approved private endpoint {path.endpoint_id} reached via {path.via} "
-                      f"from node VNet {path.node_vnet}.", route="private", **evidence)
+                      f"from node VNet {path.node_vnet}.", route="private", publicRoute=public.reason, **evidence)
     unknowns = [public.reason] if public.state == network.UNKNOWN else []
     unknowns += private.unknowns
     if vnet_gap and private.endpoints_considered:
         unknowns.append(vnet_gap)
-    if unknowns:
-        return unknown("No route could be confirmed: " + "; ".join(unknowns) + ".", **evidence)
+    if unknowns:  # the public route's state is in the evidence when the message does not quote it
+        quoted = {} if public.state == network.UNKNOWN else {"publicRoute": public.reason}
+        return unknown("No route could be confirmed: " + "; ".join(unknowns) + ".", **quoted, **evidence)
     private_text = "; ".join(private.blockers) if private.blockers else "the registry has no private endpoint"
     return failed(f"No network route: {public.reason}, and {private_text}.",
                   fix={"egress_ip": public.outside_rules[0] if public.outside_rules else "<egress-ip>"}, **evidence)

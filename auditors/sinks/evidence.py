@@ -43,7 +43,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from auditors import __version__
-from auditors.findings import FINDING_FIELDS, EncodedFinding, csv_cell
+from auditors.findings import FINDING_FIELDS, EncodedFinding, csv_cell, expand
 from auditors.rules import catalog_document
 from auditors.sinks.base import SinkStats
 from auditors.sinks.store import ObjectExists, ObjectMissing, ObjectStore, UnsafeObjectName, check_object_name
@@ -967,7 +967,7 @@ def _findings(data: bytes | None) -> tuple[list[dict], int]:
         except ValueError:
             record = None
         if isinstance(record, dict):
-            findings.append(record)
+            findings.append(expand(record))
         else:
             unreadable += 1
     return findings, unreadable

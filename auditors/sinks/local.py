@@ -7,14 +7,14 @@ the previous run's files stay until the new ones are complete.
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 import orjson
 
-from auditors.findings import FINDING_FIELDS, EncodedFinding, csv_row
+from auditors.findings import EncodedFinding
 from auditors.sinks.base import SinkStats
+from auditors.sinks.csv_file import CsvWriter
 
 FINDINGS_JSONL, FINDINGS_CSV, RUN_RECORD = "findings.jsonl", "findings.csv", "run.json"
 
@@ -38,6 +38,9 @@ def check_output_folder(out_dir: str | Path) -> Path:
 
 
 class LocalFilesSink:
+    """findings.jsonl written here, findings.csv by a writer process fed the same bytes; both renamed into
+    place together once complete, or neither."""
+
     name = "local"
 
     def __init__(self, out_dir: str | Path, run_id: str) -> None:
@@ -45,35 +48,35 @@ class LocalFilesSink:
         self.paths = [self.folder / FINDINGS_JSONL, self.folder / FINDINGS_CSV]
         self._temporary = [path.with_name(f".{path.name}.{run_id}.tmp") for path in self.paths]
         self._jsonl = self._temporary[0].open("wb")
-        self._csv_file = self._temporary[1].open("w", encoding="utf-8", newline="", errors="replace")
-        self._csv = csv.writer(self._csv_file)
-        self._csv.writerow(FINDING_FIELDS)
+        self._csv = CsvWriter(self._temporary[1])
         self.stats = SinkStats(self.name)
 
     def write(self, batch: list[EncodedFinding]) -> None:
         data = b"\n".join(encoded.line for encoded in batch) + b"\n"
         self._jsonl.write(data)
-        self._csv.writerows(csv_row(encoded) for encoded in batch)
+        self._csv.send(data)
         self.stats.rows += len(batch)
         self.stats.bytes += len(data)
 
     def close(self) -> SinkStats:
-        for handle in (self._jsonl, self._csv_file):
-            handle.flush()
-            os.fsync(handle.fileno())
-            handle.close()
+        self._jsonl.flush()
+        os.fsync(self._jsonl.fileno())
+        self._jsonl.close()
+        problem = self._csv.finish()
+        if problem is not None:  # neither file replaces the previous run's
+            self.abort()
+            raise OSError(problem)
         for temporary, path in zip(self._temporary, self.paths, strict=True):
             os.replace(temporary, path)
         self.stats.detail["files"] = [str(p) for p in self.paths]
         return self.stats
 
     def abort(self) -> None:
-        for handle in (self._jsonl, self._csv_file):
-            if not handle.closed:
-                handle.close()
+        if not self._jsonl.closed:
+            self._jsonl.close()
+        self._csv.kill()
         for temporary in self._temporary:
             temporary.unlink(missing_ok=True)
-
 
 
 def write_run_record(folder: Path, record: dict, run_id: str) -> Path:

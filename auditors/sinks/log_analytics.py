@@ -34,7 +34,7 @@ from auditors.sinks.base import SinkStats
 from auditors.sinks.spool import Heartbeat, Spool, SpoolEntryUnreadable
 from auditors.sources.connection import lasting_problem
 
-WRITE_AHEAD_ROWS = 20_000  # findings per write-ahead chunk (about 20 MB of JSON)
+WRITE_AHEAD_ROWS = 20_000  # findings per write-ahead chunk (about 16 MB of JSON)
 FIELD_LIMIT = 64 * 1024
 BODY_LIMIT = 1_000_000
 GZIP_LEVEL = 5
@@ -269,12 +269,13 @@ class LogAnalyticsSink:
                 self._findings.add(encoded.line)
             return
         self._ahead += [encoded.line for encoded in batch]
-        if len(self._ahead) >= self.write_ahead_rows:
+        while len(self._ahead) >= self.write_ahead_rows:
             self._send_ahead()
 
     def _send_ahead(self) -> None:
-        """Write the gathered findings to the spool, send them, then remove them from it."""
-        lines, self._ahead = self._ahead, []
+        """Write the next chunk of gathered findings (at most `write_ahead_rows`) to the spool, send it, then
+        remove it from the spool."""
+        lines, self._ahead = self._ahead[:self.write_ahead_rows], self._ahead[self.write_ahead_rows:]
         if not lines:
             return
         channel = self._findings
@@ -291,7 +292,7 @@ class LogAnalyticsSink:
             self.spool.remove(entry)
 
     def close(self) -> SinkStats:
-        if self.run_id:
+        while self.run_id and self._ahead:
             self._send_ahead()
         stats = self._findings.finish()
         return SinkStats(self.name, rows=stats.rows, bytes=stats.body_bytes, errors=list(stats.errors),

@@ -21,8 +21,10 @@ param principalId string
 
 var destinationName = 'auditWorkspace'
 var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
-// Applied to every stream: the transform's input table is `source`, with the stream's columns.
+// The transform's input table is `source`, with the stream's columns. Findings arrive as wire rows that leave out
+// the columns a reader derives; their transform (generated from the code, see auditors/sinks/tables.py) puts them back.
 var transformKql = loadTextContent('../dcr/transform.kql')
+var findingsTransformKql = loadTextContent('../dcr/findings-transform.kql')
 
 // streamDeclarations is an object keyed by stream name. It is built as JSON text from the tables array because
 // the Bicep parser that checkov uses cannot read lambdas (toObject); columns keep the stream type spelling.
@@ -55,7 +57,7 @@ resource dcr 'Microsoft.Insights/dataCollectionRules@2023-03-11' = {
       destinations: [
         destinationName
       ]
-      transformKql: transformKql
+      transformKql: (t.table == 'AcrPullAudit_CL') ? findingsTransformKql : transformKql
       outputStream: 'Custom-${t.table}'
     }]
   }
