@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from auditors.exemptions import ExemptionSet
-from auditors.findings import Finding, finding_id
+from auditors.findings import Finding, finding_id_of_keys, finding_key
 from auditors.model import T_REGISTRY, Cluster, Inventory, Registry
 from auditors.pairing import Pair, PairsConfig, pairs_for_cluster
 from auditors.rules import Result, Rule, Scope, Status, catalog, unknown
@@ -57,6 +57,7 @@ class Evaluator:
         self.rules = {scope: [r for r in rules if r.meta.scope == scope] for scope in Scope}
         self._meta = {r.meta.id: _RuleColumns.of(r.meta) for r in rules}
         self._subjects: dict[str, _Subject] = {}
+        self._keys: dict[str, str] = {}  # resource id -> finding_key
         self.pair_count = 0
         self.unpaired_clusters = 0
 
@@ -166,7 +167,7 @@ class Evaluator:
         return Finding(
             TimeGenerated=self.time_generated,
             RunId=self.run_id,
-            FindingId=finding_id(meta.id, *resource_ids),
+            FindingId=finding_id_of_keys(meta.id_upper, [self._key(r) for r in resource_ids]),
             RuleId=meta.id,
             RuleTitle=meta.title,
             Severity=meta.severity,
@@ -194,6 +195,12 @@ class Evaluator:
             Evidence=result.evidence,
         )
 
+    def _key(self, resource_id: str) -> str:
+        key = self._keys.get(resource_id)
+        if key is None:
+            key = self._keys[resource_id] = finding_key(resource_id)
+        return key
+
     def _about(self, resource: Cluster | Registry) -> _Subject:
         """The facts every finding about this resource repeats, worked out once per resource."""
         about = self._subjects.get(resource.id)
@@ -220,6 +227,7 @@ class _RuleColumns:
     """A rule's metadata as finding columns: the same strings and one shared Controls list for every finding."""
 
     id: str
+    id_upper: str
     title: str
     severity: str
     category: str
@@ -228,7 +236,8 @@ class _RuleColumns:
 
     @classmethod
     def of(cls, meta) -> _RuleColumns:
-        return cls(meta.id, meta.title, meta.severity.value, meta.category, meta.scope.value, list(meta.controls))
+        return cls(meta.id, meta.id.upper(), meta.title, meta.severity.value, meta.category, meta.scope.value,
+                   list(meta.controls))
 
 
 _NOBODY = _Subject("", "", "", "", "", "", "")

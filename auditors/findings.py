@@ -6,7 +6,7 @@ import gzip
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -54,8 +54,17 @@ FINDING_FIELDS = tuple(name for name, _ in FINDING_COLUMNS)
 def finding_id(rule_id: str, *resource_ids: str) -> str:
     """Stable across runs: rule id plus the ids of the resources the finding is about, as Azure compares them
     (any case, no surrounding space, no trailing `/`)."""
-    text = "|".join([rule_id.upper(), *(r.strip().rstrip("/").lower() for r in resource_ids)])
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return finding_id_of_keys(rule_id.upper(), [finding_key(r) for r in resource_ids])
+
+
+def finding_key(resource_id: str) -> str:
+    """A resource id as finding ids compare it."""
+    return resource_id.strip().rstrip("/").lower()
+
+
+def finding_id_of_keys(rule_id_upper: str, keys: list[str]) -> str:
+    """`finding_id` from the upper-case rule id and the resources' `finding_key`s, worked out beforehand."""
+    return hashlib.sha256("|".join([rule_id_upper, *keys]).encode()).hexdigest()[:32]
 
 
 @dataclass(slots=True)
@@ -154,12 +163,19 @@ def _derived(rule_id: str, scope: str, cluster_id: str, registry_id: str, regist
     """What a reader derives for each derivable column, from the row's own values of these six ("" if none)."""
     meta = _catalog().get(rule_id, {})
     scope = scope or meta.get("Scope", "")
+    return {**meta, **_derived_from_resources(scope == "registry", cluster_id, registry_id, registry_name,
+                                              resource_id)}
+
+
+@lru_cache(maxsize=4096)  # findings come resource by resource: a handful of rules share each result
+def _derived_from_resources(about_registry: bool, cluster_id: str, registry_id: str, registry_name: str,
+                            resource_id: str) -> dict[str, str]:
     registry_name = registry_name or _last_segment(registry_id)
-    subscription, group = _subscription_and_group(resource_id or (registry_id if scope == "registry" else cluster_id))
-    return {**meta, "ClusterName": _last_segment(cluster_id), "RegistryName": _last_segment(registry_id),
+    subscription, group = _subscription_and_group(resource_id or (registry_id if about_registry else cluster_id))
+    return {"ClusterName": _last_segment(cluster_id), "RegistryName": _last_segment(registry_id),
             "RegistryLoginServer": registry_name.lower() + PUBLIC_LOGIN_SUFFIX
             if registry_id and registry_name.isascii() else "",
-            "ResourceId": registry_id if scope == "registry" else cluster_id,
+            "ResourceId": registry_id if about_registry else cluster_id,
             "SubscriptionId": subscription, "ResourceGroup": group}
 
 

@@ -14,7 +14,7 @@ import orjson
 
 from auditors.findings import EncodedFinding
 from auditors.sinks.base import SinkStats
-from auditors.sinks.csv_file import CsvWriter
+from auditors.sinks.csv_lines import CsvLines, header
 
 FINDINGS_JSONL, FINDINGS_CSV, RUN_RECORD = "findings.jsonl", "findings.csv", "run.json"
 
@@ -38,8 +38,7 @@ def check_output_folder(out_dir: str | Path) -> Path:
 
 
 class LocalFilesSink:
-    """findings.jsonl written here, findings.csv by a writer process fed the same bytes; both renamed into
-    place together once complete, or neither."""
+    """findings.jsonl and findings.csv, renamed into place together once complete, or neither."""
 
     name = "local"
 
@@ -48,33 +47,33 @@ class LocalFilesSink:
         self.paths = [self.folder / FINDINGS_JSONL, self.folder / FINDINGS_CSV]
         self._temporary = [path.with_name(f".{path.name}.{run_id}.tmp") for path in self.paths]
         self._jsonl = self._temporary[0].open("wb")
-        self._csv = CsvWriter(self._temporary[1])
+        self._csv = self._temporary[1].open("wb")
+        self._csv.write(header().encode())
+        self._csv_lines = CsvLines()
         self.stats = SinkStats(self.name)
 
     def write(self, batch: list[EncodedFinding]) -> None:
         data = b"\n".join(encoded.line for encoded in batch) + b"\n"
         self._jsonl.write(data)
-        self._csv.send(data)
+        line = self._csv_lines.line
+        self._csv.write("".join([line(encoded) for encoded in batch]).encode("utf-8", "replace"))
         self.stats.rows += len(batch)
         self.stats.bytes += len(data)
 
     def close(self) -> SinkStats:
-        self._jsonl.flush()
-        os.fsync(self._jsonl.fileno())
-        self._jsonl.close()
-        problem = self._csv.finish()
-        if problem is not None:  # neither file replaces the previous run's
-            self.abort()
-            raise OSError(problem)
+        for handle in (self._jsonl, self._csv):
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
         for temporary, path in zip(self._temporary, self.paths, strict=True):
             os.replace(temporary, path)
         self.stats.detail["files"] = [str(p) for p in self.paths]
         return self.stats
 
     def abort(self) -> None:
-        if not self._jsonl.closed:
-            self._jsonl.close()
-        self._csv.kill()
+        for handle in (self._jsonl, self._csv):
+            if not handle.closed:
+                handle.close()
         for temporary in self._temporary:
             temporary.unlink(missing_ok=True)
 
