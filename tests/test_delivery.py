@@ -120,7 +120,8 @@ def test_a_run_killed_at_any_point_loses_nothing(tmp_path, estate, ingestion, po
     elif point == "mid-upload":
         wait_for(lambda: len(landed(store, FINDINGS_STREAM)) >= 400, what="the first chunk to land")
     else:  # every finding evaluated and written locally; the last write-ahead chunks still on their way
-        wait_for(lambda: (tmp_path / "out" / "findings.jsonl").exists(), what="the findings written")
+        wait_for(lambda: (tmp_path / "out" / "findings.jsonl").exists() and written_ahead(spool)[1],
+                 what="the findings written and the last chunk on its way")
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=30)
     ahead, entries = written_ahead(spool)
