@@ -164,35 +164,36 @@ class Evaluator:
             })
         exemption = self.exemptions.match(meta.id, cluster, registry) if self.exemptions is not None and \
             meta.scope != Scope.EXEMPTION else None
-        return Finding(
-            TimeGenerated=self.time_generated,
-            RunId=self.run_id,
-            FindingId=finding_id_of_keys(meta.id_upper, [self._key(r) for r in resource_ids]),
-            RuleId=meta.id,
-            RuleTitle=meta.title,
-            Severity=meta.severity,
-            Category=meta.category,
-            Status=status,
-            Scope=meta.scope,
-            ClusterId=on_cluster.id,
-            ClusterName=on_cluster.name,
-            RegistryId=on_registry.id,
-            RegistryName=on_registry.name if registry else declared,
-            RegistryLoginServer=on_registry.login_server,
-            ResourceId=subject.id,
-            SubscriptionId=subject.subscription_id,
-            ResourceGroup=subject.resource_group,
-            PrincipalId=principal,
-            Owner=on_cluster.owner or on_registry.owner,
-            RegistryOwner=on_registry.owner,
-            PairSource=source,
-            Message=result.message,
-            Remediation=remediation,
-            Controls=meta.controls,
-            Exempted=exemption is not None,
-            ExemptionId=exemption.id if exemption else "",
-            ExemptionExpiresOn=exemption.expires_on.isoformat() if exemption else None,
-            Evidence=result.evidence,
+        return Finding(  # positionally, in column order: a third of the cost of naming 32 arguments
+            self.time_generated,  # TimeGenerated
+            self.run_id,  # RunId
+            finding_id_of_keys(meta.id_upper, [self._key(r) for r in resource_ids]),  # FindingId
+            meta.id,  # RuleId
+            meta.title,  # RuleTitle
+            meta.severity,  # Severity
+            meta.category,  # Category
+            status,  # Status
+            meta.scope,  # Scope
+            on_cluster.id,  # ClusterId
+            on_cluster.name,  # ClusterName
+            on_registry.id,  # RegistryId
+            on_registry.name if registry else declared,  # RegistryName
+            on_registry.login_server,  # RegistryLoginServer
+            subject.id,  # ResourceId
+            subject.subscription_id,  # SubscriptionId
+            subject.resource_group,  # ResourceGroup
+            principal,  # PrincipalId
+            on_cluster.owner or on_registry.owner,  # Owner
+            on_registry.owner,  # RegistryOwner
+            source,  # PairSource
+            result.message,  # Message
+            remediation,  # Remediation
+            meta.controls,  # Controls
+            exemption is not None,  # Exempted
+            exemption.id if exemption else "",  # ExemptionId
+            exemption.expires_on.isoformat() if exemption else None,  # ExemptionExpiresOn
+            None, "", "", None,  # FirstSeen, Change, LastKnownStatus, LastSeen: set by the change tracker
+            result.evidence,  # Evidence
         )
 
     def _key(self, resource_id: str) -> str:

@@ -453,6 +453,7 @@ class Inventory:
         self.group_assignments_by_scope: dict[str, list[RoleAssignment]] = defaultdict(list)
         self.subscriptions: dict[str, SubscriptionInfo] = {}
         self.vnets: dict[str, VirtualNetwork] = {}
+        self.connected_peers: dict[str, frozenset[str]] = {}  # VNet key -> VNets peered and connected (network.py)
         self.subnet_vnet: dict[str, str] = {}
         self.vnets_by_group: dict[str, list[str]] = defaultdict(list)
         self.private_endpoints: dict[str, PrivateEndpoint] = {}

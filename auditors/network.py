@@ -213,11 +213,14 @@ def _connect(route: PrivateRoute, inventory: Inventory, endpoint_id: str, endpoi
                               f"VNet {node_vnet} nor peered with it, directly or through a shared hub")
 
 
-def _connected_neighbours(inventory: Inventory, vnet_key: str) -> set[str]:
-    vnet = inventory.vnets.get(vnet_key)
-    if vnet is None:
-        return set()
-    return {p.remote_vnet_key for p in vnet.peerings if p.allow_access and p.state.lower() == "connected"}
+def _connected_neighbours(inventory: Inventory, vnet_key: str) -> frozenset[str]:
+    known = inventory.connected_peers.get(vnet_key)  # asked for every pair through a hub: worked out once
+    if known is None:
+        vnet = inventory.vnets.get(vnet_key)
+        known = inventory.connected_peers[vnet_key] = frozenset(
+            p.remote_vnet_key for p in vnet.peerings if p.allow_access and p.state.lower() == "connected"
+        ) if vnet is not None else frozenset()
+    return known
 
 
 def _hub_between(inventory: Inventory, node_vnet: str, endpoint_vnet: str) -> str | None:
