@@ -120,12 +120,12 @@ class EncodedFinding:
 # A finding travels (findings.jsonl, the Logs Ingestion body, the evidence archive) as a *wire row*: a column is
 # left out when its value is what a reader derives anyway, and `expand` (Python) and the DCR's transformKql
 # (Log Analytics, generated from the same definitions by `auditors.sinks.tables.transform_kql`) put it back, so
-# the table and every reader see every column. Derived are: the rule catalog's columns, from RuleId; ResourceId
-# from the scope's resource; SubscriptionId and ResourceGroup from ResourceId; resource names from their ids; a
-# public-cloud login server from the registry's name; and empty values. A value that differs from its derivation
+# the table and every reader see every column. Derived are: the rule catalog's columns but Severity, from RuleId;
+# ResourceId from the scope's resource; SubscriptionId and ResourceGroup from ResourceId; resource names from their
+# ids; a public-cloud login server from the registry's name; and empty values. A value that differs from its derivation
 # is written out, so nothing is lost.
 
-CATALOG_COLUMNS = ("RuleTitle", "Severity", "Category", "Scope", "Controls")
+CATALOG_COLUMNS = ("RuleTitle", "Category", "Scope", "Controls")  # Severity stays: it is what people filter on
 LAST_SEGMENT = r"([^/]+)$"
 SUBSCRIPTION_OF = r"(?i)^/subscriptions/([^/]+)"
 RESOURCE_GROUP_OF = r"(?i)^/subscriptions/[^/]+/resourcegroups/([^/]+)"
@@ -153,8 +153,7 @@ def _subscription_and_group(resource_id: str) -> tuple[str, str]:
 def _catalog() -> dict[str, dict[str, Any]]:
     from auditors.rules import catalog
 
-    return {rule.meta.id: {"RuleTitle": rule.meta.title, "Severity": rule.meta.severity.value,
-                           "Category": rule.meta.category, "Scope": rule.meta.scope.value,
+    return {rule.meta.id: {"RuleTitle": rule.meta.title, "Category": rule.meta.category, "Scope": rule.meta.scope.value,
                            "Controls": list(rule.meta.controls)} for rule in catalog()}
 
 

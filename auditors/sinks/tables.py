@@ -152,7 +152,7 @@ def transform_kql() -> str:
         "source",
         "| extend TimeGenerated = todatetime(TimeGenerated)",
         "| extend " + ",\n    ".join(from_catalog(c, v) for c, v in (
-            ("RuleTitle", lambda m: _kql_string(m.title)), ("Severity", lambda m: _kql_string(m.severity.value)),
+            ("RuleTitle", lambda m: _kql_string(m.title)),
             ("Category", lambda m: _kql_string(m.category)), ("Scope", lambda m: _kql_string(m.scope.value)))),
         f"| extend Controls = iif(isnull(Controls), {controls}, Controls)",
         f"| extend ClusterName = iif(ClusterName == \"\", {extract(LAST_SEGMENT, 'ClusterId')}, ClusterName),",
