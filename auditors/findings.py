@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
@@ -125,7 +126,6 @@ class EncodedFinding:
 # ids; a public-cloud login server from the registry's name; and empty values. A value that differs from its derivation
 # is written out, so nothing is lost.
 
-CATALOG_COLUMNS = ("RuleTitle", "Category", "Scope", "Controls")  # Severity stays: it is what people filter on
 LAST_SEGMENT = r"([^/]+)$"
 SUBSCRIPTION_OF = r"(?i)^/subscriptions/([^/]+)"
 RESOURCE_GROUP_OF = r"(?i)^/subscriptions/[^/]+/resourcegroups/([^/]+)"
@@ -153,8 +153,10 @@ def _subscription_and_group(resource_id: str) -> tuple[str, str]:
 def _catalog() -> dict[str, dict[str, Any]]:
     from auditors.rules import catalog
 
-    return {rule.meta.id: {"RuleTitle": rule.meta.title, "Category": rule.meta.category, "Scope": rule.meta.scope.value,
-                           "Controls": list(rule.meta.controls)} for rule in catalog()}
+    # Severity is not among them: it stays in the row, as it is what people filter on.
+    return {rule.meta.id: {"RuleTitle": rule.meta.title, "Category": rule.meta.category,
+                           "Scope": rule.meta.scope.value, "Controls": list(rule.meta.controls)}
+            for rule in catalog()}
 
 
 def _derived(rule_id: str, scope: str, cluster_id: str, registry_id: str, registry_name: str,
@@ -207,7 +209,8 @@ def expand(record: dict[str, Any]) -> dict[str, Any]:
         if name in record:
             full[name] = record[name]
         elif name in derived:
-            full[name] = derived[name]
+            value = derived[name]
+            full[name] = value.copy() if isinstance(value, list) else value  # the catalog's list stays its own
         else:
             value = _EMPTY[name]
             full[name] = value.copy() if isinstance(value, list | dict) else value
@@ -240,7 +243,7 @@ def read_records(path: str | Path, *, skip_damaged: bool = False) -> Iterator[di
                         continue
                     raise FindingsFileError(f"{path}:{number}: not a finding record (no RuleId)")
                 yield expand(record)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise FindingsFileError(f"{path}: cannot read the findings file: {getattr(exc, 'strerror', None) or exc}") \
             from None
 

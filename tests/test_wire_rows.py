@@ -17,6 +17,7 @@ from auditors.findings import (
     RESOURCE_GROUP_OF,
     SUBSCRIPTION_OF,
     Finding,
+    FindingsFileError,
     _last_segment,
     _subscription_and_group,
     encode,
@@ -160,3 +161,25 @@ def test_the_transform_puts_back_every_column_a_wire_row_can_leave_out():
     assert derivable <= assigned, derivable - assigned
     for rule in catalog():  # each rule's catalog values are in it
         assert f'RuleId == "{rule.meta.id}", {orjson.dumps(rule.meta.title).decode()}' in transform_kql()
+
+
+def test_expanded_records_do_not_share_the_catalog_lists():
+    pair = next(f for f in DEMO if f.Controls)
+    first = expand(orjson.loads(encode(pair).line))
+    first["Controls"].append("changed by a reader")
+    assert expand(orjson.loads(encode(pair).line))["Controls"] == pair.Controls
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"\x1f\x8b\x08\x00garbage", "cannot read the findings file"),
+    (b'{"RuleId": "AKS-ACR-001"\n', "not a JSON finding"),
+    (b'{"Status": "Fail"}\n', "not a finding record"),
+])
+def test_an_unreadable_findings_file_is_one_clear_error(tmp_path, content, problem):
+    path = tmp_path / ("findings.jsonl.gz" if content.startswith(b"\x1f\x8b") else "findings.jsonl")
+    path.write_bytes(content)
+    with pytest.raises(FindingsFileError, match=problem) as raised:
+        list(read_records(path))
+    assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+    if not content.startswith(b"\x1f\x8b"):  # a damaged line can be skipped; a damaged archive cannot
+        assert list(read_records(path, skip_damaged=True)) == []
