@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -122,13 +123,16 @@ class EncodedFinding:
 # left out when its value is what a reader derives anyway, and `expand` (Python) and the DCR's transformKql
 # (Log Analytics, generated from the same definitions by `auditors.sinks.tables.transform_kql`) put it back, so
 # the table and every reader see every column. Derived are: the rule catalog's columns but Severity, from RuleId;
-# ResourceId from the scope's resource; SubscriptionId and ResourceGroup from ResourceId; resource names from their
-# ids; a public-cloud login server from the registry's name; and empty values. A value that differs from its derivation
-# is written out, so nothing is lost.
+# ResourceId from the finding's cluster, else its registry; SubscriptionId and ResourceGroup from ResourceId;
+# resource names from their ids; a public-cloud login server from the registry's name; Exempted false; and empty
+# values. A value that differs from its derivation is written out, so nothing is lost. (One difference remains:
+# Kusto cannot tell a missing string from "", so a derivable column sent explicitly empty is derived in the table
+# and kept empty here.)
 
 LAST_SEGMENT = r"([^/]+)$"
 SUBSCRIPTION_OF = r"(?i)^/subscriptions/([^/]+)"
 RESOURCE_GROUP_OF = r"(?i)^/subscriptions/[^/]+/resourcegroups/([^/]+)"
+REGISTRY_NAME = r"[A-Za-z0-9]+"  # what ACR allows: the only names a login server is derived from
 PUBLIC_LOGIN_SUFFIX = ".azurecr.io"
 _EMPTY: dict[str, Any] = {name: (False if kind == "boolean" else None if kind == "datetime" else
                                  [] if name == "Controls" else {} if kind == "dynamic" else "")
@@ -140,13 +144,15 @@ def _last_segment(resource_id: str) -> str:
     return resource_id.rpartition("/")[2]
 
 
+_subscription_of, _resource_group_of = re.compile(SUBSCRIPTION_OF).search, re.compile(RESOURCE_GROUP_OF).search
+_registry_name_rule = re.compile(REGISTRY_NAME).fullmatch
+
+
 def _subscription_and_group(resource_id: str) -> tuple[str, str]:
-    """As SUBSCRIPTION_OF and RESOURCE_GROUP_OF extract them ("" where they do not match)."""
-    parts = resource_id.split("/", 5)
-    if len(parts) < 3 or parts[0] or parts[1].lower() != "subscriptions" or not parts[2]:
-        return "", ""
-    group = parts[4] if len(parts) > 4 and parts[3].lower() == "resourcegroups" else ""
-    return parts[2], group
+    """As SUBSCRIPTION_OF and RESOURCE_GROUP_OF extract them ("" where they do not match): the same patterns the
+    transform uses, case-insensitive as they are."""
+    subscription, group = _subscription_of(resource_id), _resource_group_of(resource_id)
+    return (subscription.group(1) if subscription else ""), (group.group(1) if group else "")
 
 
 @cache
@@ -159,24 +165,23 @@ def _catalog() -> dict[str, dict[str, Any]]:
             for rule in catalog()}
 
 
-def _derived(rule_id: str, scope: str, cluster_id: str, registry_id: str, registry_name: str,
-             resource_id: str) -> dict[str, Any]:
-    """What a reader derives for each derivable column, from the row's own values of these six ("" if none)."""
-    meta = _catalog().get(rule_id, {})
-    scope = scope or meta.get("Scope", "")
-    return {**meta, **_derived_from_resources(scope == "registry", cluster_id, registry_id, registry_name,
-                                              resource_id)}
+def _derived(rule_id: str, cluster_id: str, registry_id: str, registry_name: str, resource_id: str) -> dict[str, Any]:
+    """What a reader derives for each derivable column, from the row's own values of these five ("" if none)."""
+    return {**_catalog().get(rule_id, {}),
+            **_derived_from_resources(cluster_id, registry_id, registry_name, resource_id)}
 
 
 @lru_cache(maxsize=4096)  # findings come resource by resource: a handful of rules share each result
-def _derived_from_resources(about_registry: bool, cluster_id: str, registry_id: str, registry_name: str,
+def _derived_from_resources(cluster_id: str, registry_id: str, registry_name: str,
                             resource_id: str) -> dict[str, str]:
+    # A finding is about its cluster (cluster and pair findings) or else its registry: the rule's scope is not
+    # needed, so a row reads the same whatever a later catalog says of its rule.
     registry_name = registry_name or _last_segment(registry_id)
-    subscription, group = _subscription_and_group(resource_id or (registry_id if about_registry else cluster_id))
+    subscription, group = _subscription_and_group(resource_id or cluster_id or registry_id)
     return {"ClusterName": _last_segment(cluster_id), "RegistryName": _last_segment(registry_id),
             "RegistryLoginServer": registry_name.lower() + PUBLIC_LOGIN_SUFFIX
-            if registry_id and registry_name.isascii() else "",
-            "ResourceId": registry_id if about_registry else cluster_id,
+            if registry_id and _registry_name_rule(registry_name) else "",
+            "ResourceId": cluster_id or registry_id,
             "SubscriptionId": subscription, "ResourceGroup": group}
 
 
@@ -189,8 +194,8 @@ _WIRE_EMPTY = [_EMPTY[name] for name in _WIRE_ORDER]
 def wire_record(finding: Finding) -> dict[str, Any]:
     """The finding's columns as they travel: those a reader derives (or that are empty) are left out."""
     defaults = _WIRE_EMPTY.copy()
-    for name, value in _derived(finding.RuleId, finding.Scope, finding.ClusterId, finding.RegistryId,
-                                finding.RegistryName, finding.ResourceId).items():
+    for name, value in _derived(finding.RuleId or "", finding.ClusterId or "", finding.RegistryId or "",
+                                finding.RegistryName or "", finding.ResourceId or "").items():
         defaults[_WIRE_INDEX[name]] = value
     return {name: value for name, value, default in zip(_WIRE_ORDER, _WIRE_VALUES(finding), defaults, strict=True)
             if value != default}
@@ -202,8 +207,7 @@ def expand(record: dict[str, Any]) -> dict[str, Any]:
         value = record.get(name)
         return value if isinstance(value, str) else ""
 
-    derived = _derived(text("RuleId"), text("Scope"), text("ClusterId"), text("RegistryId"), text("RegistryName"),
-                       text("ResourceId"))
+    derived = _derived(text("RuleId"), text("ClusterId"), text("RegistryId"), text("RegistryName"), text("ResourceId"))
     full = {}
     for name in FINDING_FIELDS:
         if name in record:

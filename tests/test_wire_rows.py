@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditors.findings import (
+    FINDING_COLUMNS,
     FINDING_FIELDS,
     LAST_SEGMENT,
     RESOURCE_GROUP_OF,
@@ -74,13 +75,17 @@ def differing(finding: Finding, **changes) -> Finding:
     {"RegistryName": "", "RegistryId": "", "RegistryLoginServer": ""},
     {"Exempted": True, "ExemptionId": "EX-9", "ExemptionExpiresOn": "2027-01-31"},
     {"RuleId": "AKS-ACR-999"},  # not in this catalog: nothing derived, everything written
+    {"ClusterId": None, "RegistryId": None},  # a carried-forward record with nulls must still encode
+    {"Scope": "registry"},  # the resource id is the cluster's whatever the scope says
+    {"RegistryName": "régistry", "RegistryLoginServer": "régistry.azurecr.io"},  # not a name ACR allows
 ])
 def test_a_value_that_differs_from_its_derivation_is_written_out(changes):
     base = next(f for f in DEMO if f.Scope == "pair" and f.RegistryId)
     finding = differing(base, **changes)
     wire = orjson.loads(encode(finding).line)
     for name, value in changes.items():
-        if name in ("RuleId",) or value not in ("", [], False, None) or name == "SubscriptionId":
+        if name in ("RuleId", "RegistryLoginServer") or value not in ("", [], False, None) \
+                or name == "SubscriptionId":
             assert wire.get(name, "") == value, name
     assert expand(wire) == as_json(finding.to_record())
 
@@ -88,7 +93,7 @@ def test_a_value_that_differs_from_its_derivation_is_written_out(changes):
 ids = st.text(st.sampled_from(list("/abcSsuRrGgoepind-0123456789")), max_size=60) | st.builds(
     lambda sub, group, rest: f"/{sub}/{group}/{rest}",
     st.sampled_from(["subscriptions/1f2e", "Subscriptions/ab", "SUBSCRIPTIONS/", "subscription/x",
-                     "x/subscriptions/y"]),
+                     "x/subscriptions/y", "\u017fubscriptions/s"]),  # U+017F: a long s, which (?i) takes for s
     st.sampled_from(["resourceGroups/rg-1", "resourcegroups/", "RESOURCEGROUPS/RG", "providers/x", ""]),
     st.text(st.sampled_from(list("ab/c-")), max_size=20))
 
@@ -150,6 +155,19 @@ def test_the_transform_uses_only_functions_transformations_allow():
     used = set(re.findall(r"\b([a-z_]+)\(", re.sub(r'"(?:[^"\\]|\\.)*"', '""', transform_kql())))
     assert used and used <= ALLOWED_FUNCTIONS, used - ALLOWED_FUNCTIONS
     assert "coalesce" not in used  # not allowed in transformations
+
+
+def test_the_transform_gives_what_expand_gives_for_a_column_left_out_empty():
+    """In Kusto a string column left out reads "", any other type null; where expand gives something else for
+    a column left out (false, an empty list), the transform must put it there."""
+    kql = transform_kql()
+    for name, kind in FINDING_COLUMNS:
+        if name == "Evidence":
+            continue  # always sent
+        empty = expand({})[name]
+        kusto_missing = "" if kind == "string" else None
+        if empty != kusto_missing:
+            assert re.search(rf"extend {name} = iif\(isnull\({name}\)", kql), name
 
 
 def test_the_transform_puts_back_every_column_a_wire_row_can_leave_out():
