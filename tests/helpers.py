@@ -138,3 +138,27 @@ def demo_copy(folder: Path, *, sources=("deny", "graph", "insights"), captured_a
                                if k in kept or (graph_kept and k.endswith(".Read.All"))}
     (folder / "manifest.json").write_text(shift(json.dumps(manifest, indent=1)), encoding="utf-8")
     return folder
+
+
+def add_twin_cluster(snapshot: Path, name: str) -> dict:
+    """A second cluster named `name` in another resource group (`rg-<name>-2`), written into the snapshot."""
+    resources = json.loads((snapshot / "resources.json").read_text())
+    twin = copy.deepcopy(next(r for r in resources if r["name"] == name))
+    twin["id"] = twin["id"].replace(f"rg-{name}", f"rg-{name}-2")
+    twin["resourceGroup"] = f"rg-{name}-2"
+    (snapshot / "twin.jsonl").write_text(json.dumps(twin) + "\n")
+    return twin
+
+
+def account_sas(azurite: str) -> tuple[dict[str, str], str, str]:
+    """The Azurite connection string's fields, an account SAS for its account, and the SAS's signature."""
+    from datetime import UTC
+
+    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+    fields = dict(part.split("=", 1) for part in azurite.strip(";").split(";"))
+    sas = generate_account_sas("devstoreaccount1", fields["AccountKey"],
+                               ResourceTypes(service=True, container=True, object=True),
+                               AccountSasPermissions(read=True, write=True, list=True, create=True, add=True,
+                                                     delete=True), expiry=datetime.now(UTC) + timedelta(hours=1))
+    return fields, sas, dict(p.split("=", 1) for p in sas.split("&"))["sig"]

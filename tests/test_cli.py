@@ -332,14 +332,10 @@ def test_scan_writes_the_reports_asked_for_and_report_rebuilds_them_from_the_fin
 
 
 def test_summary_keeps_clusters_with_one_name_apart_and_ranks_pairs_by_the_pull_verdict(tmp_path):
-    from tests.helpers import demo_copy
+    from tests.helpers import add_twin_cluster, demo_copy
 
     snapshot = demo_copy(tmp_path / "snap")
-    resources = json.loads((snapshot / "resources.json").read_text())
-    twin = json.loads(json.dumps(next(r for r in resources if r["name"] == "aks-analytics")))
-    twin["id"] = twin["id"].replace("rg-aks-analytics", "rg-aks-analytics-2")
-    twin["resourceGroup"] = "rg-aks-analytics-2"
-    (snapshot / "twin.jsonl").write_text(json.dumps(twin) + "\n")
+    add_twin_cluster(snapshot, "aks-analytics")
     result = cli("scan", "--snapshot", str(snapshot), "--pairs", str(snapshot / "pairs.yaml"), "--out",
                  str(tmp_path / "out"), "--quiet")
     assert result.returncode == 0, result.stderr

@@ -32,6 +32,7 @@ from auditors.sinks.evidence import (
 from auditors.sinks.store import LocalStore, ObjectExists, UnsafeObjectName
 from auditors.sinks.tables import RUNS_STREAM
 from auditors.sources.credentials import StaticTokenCredential
+from tests.helpers import account_sas
 
 DAY = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 FINDINGS = [
@@ -446,14 +447,7 @@ def test_export_holds_manifest_findings_exceptions_controls_and_the_verify_resul
 
 def _connection_strings(azurite: str) -> dict[str, tuple[str, list[str]]]:
     """Connection-string variants of the same Azurite account, each with the secret that must not leak."""
-    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
-
-    fields = dict(part.split("=", 1) for part in azurite.strip(";").split(";"))
-    sas = generate_account_sas("devstoreaccount1", fields["AccountKey"],
-                               ResourceTypes(service=True, container=True, object=True),
-                               AccountSasPermissions(read=True, write=True, list=True, create=True, add=True,
-                                                     delete=True), expiry=datetime.now(UTC) + timedelta(hours=1))
-    signature = dict(p.split("=", 1) for p in sas.split("&"))["sig"]
+    fields, sas, signature = account_sas(azurite)
     endpoint = fields["BlobEndpoint"]
     return {
         "account-key": (azurite, [fields["AccountKey"]]),

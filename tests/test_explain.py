@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.helpers import demo_copy
+from tests.helpers import add_twin_cluster, demo_copy
 
 
 def cli(*args):
@@ -77,11 +77,7 @@ def test_an_earlier_runs_findings_explain_the_same(tmp_path):
 
 def test_clusters_with_the_same_name_need_the_id(tmp_path):
     snapshot = demo_copy(tmp_path / "snap")
-    resources = json.loads((snapshot / "resources.json").read_text())
-    twin = json.loads(json.dumps(next(r for r in resources if r["name"] == "aks-web-eastus")))
-    twin["id"] = twin["id"].replace("rg-aks-web-eastus", "rg-aks-web-eastus-2")
-    twin["resourceGroup"] = "rg-aks-web-eastus-2"
-    (snapshot / "twin.jsonl").write_text(json.dumps(twin) + "\n")
+    twin = add_twin_cluster(snapshot, "aks-web-eastus")
     result = cli("explain", "aks-web-eastus", "--snapshot", str(snapshot), "--quiet")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "2 clusters are named 'aks-web-eastus'" in result.stderr

@@ -125,14 +125,19 @@ def _lone_surrogate_in_json_lines(snapshot: Path) -> tuple[str, str]:
     return "authorizationresources.jsonl", f"line {len(lines)}:"
 
 
-def _columns_not_a_list(snapshot: Path) -> tuple[str, str]:
-    (snapshot / "table.json").write_text('{"data":{"columns":5}}', encoding="utf-8")
-    return "table.json", "unknown shape"
+def _writes(name: str, file: str, text: str, where: str):
+    """A damage that writes `text` as `file` into the snapshot; the error names the file and `where`."""
+    def damage(snapshot: Path) -> tuple[str, str]:
+        (snapshot / file).write_text(text, encoding="utf-8")
+        return file, where
+
+    damage.__name__ = name
+    return damage
 
 
-def _columns_not_a_list_with_rows(snapshot: Path) -> tuple[str, str]:
-    (snapshot / "table.json").write_text('{"data":{"columns":5,"rows":[["x"]]}}', encoding="utf-8")
-    return "table.json", "`data.columns`"
+_columns_not_a_list = _writes("columns_not_a_list", "table.json", '{"data":{"columns":5}}', "unknown shape")
+_columns_not_a_list_with_rows = _writes("columns_not_a_list_with_rows", "table.json",
+                                        '{"data":{"columns":5,"rows":[["x"]]}}', "`data.columns`")
 
 
 def _integer_of_5000_digits(snapshot: Path) -> tuple[str, str]:
@@ -150,50 +155,20 @@ def _integer_of_5000_digits_in_json_lines(snapshot: Path) -> tuple[str, str]:
     return "authorizationresources.jsonl", "line 1:"
 
 
-def _nesting_100000_deep(snapshot: Path) -> tuple[str, str]:
-    (snapshot / "deep.json").write_text("[" * 100_000, encoding="utf-8")
-    return "deep.json", "line 1 "
-
-
-def _nesting_100000_deep_closed(snapshot: Path) -> tuple[str, str]:
-    (snapshot / "deep.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
-    return "deep.json", "line 1 "
-
-
-def _nesting_100000_deep_json_lines(snapshot: Path) -> tuple[str, str]:
-    (snapshot / "deep.jsonl").write_text("[" * 100_000 + "\n", encoding="utf-8")
-    return "deep.jsonl", "line 1:"
-
-
-def _manifest_not_json(snapshot: Path) -> tuple[str, str]:
-    (snapshot / "manifest.json").write_text("this is not JSON {", encoding="utf-8")
-    return "manifest.json", "unreadable manifest"
-
-
-def _manifest_a_list(snapshot: Path) -> tuple[str, str]:
-    (snapshot / "manifest.json").write_text('[{"coverage": {}}]', encoding="utf-8")
-    return "manifest.json", "unreadable manifest"
-
-
-def _manifest_coverage_a_list(snapshot: Path) -> tuple[str, str]:
-    (snapshot / "manifest.json").write_text('{"coverage": [1, 2]}', encoding="utf-8")
-    return "manifest.json", "unreadable manifest"
-
-
-def _manifest_coverage_a_string(snapshot: Path) -> tuple[str, str]:
-    (snapshot / "manifest.json").write_text('{"coverage": "complete"}', encoding="utf-8")
-    return "manifest.json", "unreadable manifest"
-
-
-def _manifest_coverage_parts_wrong(snapshot: Path) -> tuple[str, str]:
-    (snapshot / "manifest.json").write_text('{"coverage": {"gaps": "none", "sources": [1]}}', encoding="utf-8")
-    return "manifest.json", "unreadable manifest"
-
-
-def _manifest_sources_wrong(snapshot: Path) -> tuple[str, str]:
-    (snapshot / "manifest.json").write_text('{"coverage": {"gaps": [1], "sources": {"microsoftGraph": "x"}}}',
-                                            encoding="utf-8")
-    return "manifest.json", "unreadable manifest"
+_nesting_100000_deep = _writes("nesting_100000_deep", "deep.json", "[" * 100_000, "line 1 ")
+_nesting_100000_deep_closed = _writes("nesting_100000_deep_closed", "deep.json", "[" * 100_000 + "]" * 100_000,
+                                      "line 1 ")
+_nesting_100000_deep_json_lines = _writes("nesting_100000_deep_json_lines", "deep.jsonl", "[" * 100_000 + "\n",
+                                          "line 1:")
+_manifest_not_json, _manifest_a_list, _manifest_coverage_a_list, _manifest_coverage_a_string, \
+    _manifest_coverage_parts_wrong, _manifest_sources_wrong = (
+        _writes(name, "manifest.json", text, "unreadable manifest") for name, text in (
+            ("manifest_not_json", "this is not JSON {"),
+            ("manifest_a_list", '[{"coverage": {}}]'),
+            ("manifest_coverage_a_list", '{"coverage": [1, 2]}'),
+            ("manifest_coverage_a_string", '{"coverage": "complete"}'),
+            ("manifest_coverage_parts_wrong", '{"coverage": {"gaps": "none", "sources": [1]}}'),
+            ("manifest_sources_wrong", '{"coverage": {"gaps": [1], "sources": {"microsoftGraph": "x"}}}')))
 
 
 @pytest.mark.parametrize("damage", [

@@ -8,23 +8,17 @@ import os
 import subprocess
 import sys
 import zipfile
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote
+
+from tests.helpers import account_sas
 
 DCR = "dcr-" + "ef" * 16
 TOKEN = "monitor-token-0123456789-do-not-print"
 
 
 def _sas_connection(azurite: str) -> tuple[str, list[str]]:
-    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
-
-    fields = dict(part.split("=", 1) for part in azurite.strip(";").split(";"))
-    sas = generate_account_sas("devstoreaccount1", fields["AccountKey"],
-                               ResourceTypes(service=True, container=True, object=True),
-                               AccountSasPermissions(read=True, write=True, list=True, create=True, add=True,
-                                                     delete=True), expiry=datetime.now(UTC) + timedelta(hours=1))
-    signature = dict(p.split("=", 1) for p in sas.split("&"))["sig"]
+    fields, sas, signature = account_sas(azurite)
     return f"BlobEndpoint={fields['BlobEndpoint']};SharedAccessSignature={sas}", [signature, sas, fields["AccountKey"]]
 
 
