@@ -17,10 +17,11 @@ A previous finding that is simply gone (the resource or the pair no longer exist
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import MISSING, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from auditors.findings import FINDING_FIELDS, Finding, read_records
+from auditors.arm import subscription_of
+from auditors.findings import Finding, expand, read_rows
 
 PROBLEMS = frozenset({"Fail", "Unknown"})
 FIXED = frozenset({"Pass", "NotApplicable"})
@@ -56,7 +57,9 @@ class PreviousRun:
         return previous
 
     def records(self) -> Iterator[dict]:
-        return read_records(self.path, skip_damaged=True)  # a damaged line: its finding counts as new
+        """The previous findings as written (ids, status, times and evidence are always there); a damaged line:
+        its finding counts as new."""
+        return read_rows(self.path, skip_damaged=True)
 
 
 @dataclass
@@ -102,6 +105,13 @@ class ChangeTracker:
         if finding.Change == NEW and status in PROBLEMS and not finding.Exempted and not carried:
             self.counts.new += 1  # a carried-forward Unknown is not a new problem: nobody looked
 
+    def _not_collected(self, record: dict) -> str | None:
+        for subscription in _subscriptions_of(record) or [""]:
+            why = self.not_collected(subscription)
+            if why is not None:
+                return why
+        return None
+
     def _carried_forward(self, missing: dict[str, str]) -> Iterator[Finding]:
         """Previous findings this run did not produce, for subscriptions it could not collect: Unknown, with
         what was last known."""
@@ -109,7 +119,7 @@ class ChangeTracker:
             finding_id = record.get("FindingId")
             if finding_id not in missing:
                 continue
-            why = self.not_collected(str(record.get("SubscriptionId") or ""))
+            why = self._not_collected(record)
             if why is None:
                 continue  # gone from a subscription this run saw whole: the resource or pair no longer exists
             del missing[finding_id]
@@ -130,17 +140,25 @@ class ChangeTracker:
             yield finding
 
 
+def _subscriptions_of(record: dict) -> list[str]:
+    """The subscriptions a finding's data came from: its own, and its cluster's, registry's and resource's."""
+    def text(name: str) -> str:
+        value = record.get(name)
+        return value if isinstance(value, str) else ""
+
+    found = [text("SubscriptionId")] + [subscription_of(text(name)) for name in ("ClusterId", "RegistryId",
+                                                                                  "ResourceId")]
+    return list(dict.fromkeys(s for s in found if s))
+
+
 def _carried(record: dict) -> bool:
     evidence = record.get("Evidence")
     return isinstance(evidence, dict) and evidence.get("carriedForward") is True
 
 
 def _finding_of(record: dict) -> Finding:
-    values = {name: record.get(name) for name in FINDING_FIELDS if name in record}
-    for name, spec in Finding.__dataclass_fields__.items():
-        if name not in values and spec.default is MISSING and spec.default_factory is MISSING:
-            values[name] = ""  # a required column the old record lacks
-    values["Controls"] = list(values.get("Controls") or [])
-    values["Evidence"] = values.get("Evidence") if isinstance(values.get("Evidence"), dict) else {}
-    values["Exempted"] = bool(values.get("Exempted"))
+    values = expand(record)
+    values["Controls"] = list(values["Controls"] or [])
+    values["Evidence"] = values["Evidence"] if isinstance(values["Evidence"], dict) else {}
+    values["Exempted"] = bool(values["Exempted"])
     return Finding(**values)

@@ -338,15 +338,12 @@ def _scan(args: argparse.Namespace) -> int:
     services = Services(settings, progress)
     source = "demo" if args.demo else "snapshot" if args.snapshot else "live"
     request = RunRequest(source, args.snapshot, args.run_id,
-                         collector_options={"page_size": args.page_size, "concurrency": args.concurrency})
+                         collector_options={"page_size": args.page_size, "concurrency": args.concurrency},
+                         report=tuple(args.report or ()))
     outcome = run_audit(settings, request, services=services, progress=progress)
     code = _report(outcome, args.fail_on)
-    if args.report and outcome.error is None and outcome.out_files:
-        from auditors.reports import write_reports
-
-        written = write_reports(outcome.out_files[0], outcome.record.to_record(), outcome.out_files[0].parent,
-                                args.report)
-        print(f"reports: {', '.join(str(p) for p in written)}")
+    if outcome.reports:
+        print(f"reports: {', '.join(str(p) for p in outcome.reports)}")
     return code
 
 

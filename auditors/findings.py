@@ -229,6 +229,12 @@ def read_records(path: str | Path, *, skip_damaged: bool = False) -> Iterator[di
     """Every finding of a findings.jsonl (or .jsonl.gz) file, expanded to all columns, one at a time. A damaged
     line raises FindingsFileError, or is skipped with `skip_damaged` (an earlier run's file: its finding then
     counts as new)."""
+    return map(expand, read_rows(path, skip_damaged=skip_damaged))
+
+
+def read_rows(path: str | Path, *, skip_damaged: bool = False) -> Iterator[dict[str, Any]]:
+    """The findings of a file as written (wire rows, not expanded): for readers that need only columns a wire row
+    always keeps (ids, status, times, message, evidence)."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -246,7 +252,7 @@ def read_records(path: str | Path, *, skip_damaged: bool = False) -> Iterator[di
                     if skip_damaged:
                         continue
                     raise FindingsFileError(f"{path}:{number}: not a finding record (no RuleId)")
-                yield expand(record)
+                yield record
     except (OSError, EOFError, zlib.error) as exc:
         raise FindingsFileError(f"{path}: cannot read the findings file: {getattr(exc, 'strerror', None) or exc}") \
             from None

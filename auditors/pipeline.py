@@ -37,9 +37,9 @@ from auditors.inputs import (
     load_snapshot,
     read_manifest,
 )
-from auditors.model import T_CLUSTER, T_REGISTRY
 from auditors.pairing import PairsConfig, PairsFileError, load_pairs_file
 from auditors.report import Summary
+from auditors.reports import ReportSink
 from auditors.rules import Status, catalog, catalog_version
 from auditors.scopes import ScopeError
 from auditors.services import Services
@@ -79,6 +79,7 @@ class RunRequest:
     run_id: str | None = None
     collector: Any = None  # a prepared Resource Graph collector (tests); else built from the settings
     collector_options: dict = field(default_factory=dict)  # page_size, concurrency
+    report: tuple[str, ...] = ()  # report formats (html, md, json) to write beside the findings
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class RunOutcome:
     expected_run_row: str = ""  # the spool entry that says this run was interrupted, until the real row is sent
     error: Exception | None = None  # why the run itself failed
     seconds: float = 0.0
+    reports: list[Path] = field(default_factory=list)  # the report files written (RunRequest.report)
 
     @property
     def status(self) -> str:
@@ -137,6 +139,7 @@ def run_audit(settings: Settings, request: RunRequest, *, services: Services | N
     work = Path(tempfile.mkdtemp(prefix="acr-audit-"))  # this run's own scratch folder
     recorder = RowRecorder(work) if settings.evidence else None
     errors: list[str] = []
+    report: ReportSink | None = None
     try:
         remote = _remote_delivery(settings, services, log_analytics, outcome, errors, say)
         try:
@@ -149,6 +152,8 @@ def run_audit(settings: Settings, request: RunRequest, *, services: Services | N
             outcome.changes = tracker.counts
             outcome.summary = Summary()
             sinks = _sinks(settings, run, work, outcome.summary, remote)
+            report = ReportSink(request.report) if request.report else None
+            sinks += [report] if report else []
             outcome.delivered = deliver(tracker.annotate(evaluator.run()), sinks)     # changes, deliver
             outcome.pairs, outcome.unpaired_clusters = evaluator.pair_count, evaluator.unpaired_clusters
         except Exception as exc:  # the run is recorded as Failed, whatever broke
@@ -165,6 +170,8 @@ def run_audit(settings: Settings, request: RunRequest, *, services: Services | N
         outcome.record = _record(run, settings, outcome, errors, services, remote)
         if outcome.out_files:  # beside the findings, for `report` and `explain` later
             write_run_record(outcome.out_files[0].parent, outcome.record.to_record(), run.run_id)
+            if report is not None and outcome.error is None:
+                outcome.reports = report.write_files(outcome.record.to_record(), outcome.out_files[0].parent)
         if settings.evidence:
             _archive(services, outcome, work, recorder, say)                         # archive
         if remote is not None:                                                        # record
@@ -223,8 +230,9 @@ def _previous_run(settings: Settings, services: Services, run: RunInfo, loaded: 
 
 
 def _not_collected(inventory) -> Callable[[str], str | None]:
-    """Why this run has no cluster or registry data for a subscription (None: it has)."""
-    gaps = inventory.missing((T_CLUSTER, T_REGISTRY), None)
+    """Why this run may lack data for a subscription (None: it saw it whole). Any kind of row counts: a pair can
+    also come from role assignments, identities or observed pulls, so a gap in any of them may hide a finding."""
+    gaps = inventory.gaps
 
     def why(subscription_id: str) -> str | None:
         subscription = subscription_id.lower()

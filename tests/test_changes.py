@@ -164,3 +164,32 @@ def test_after_a_carried_run_the_status_last_seen_decides_the_change(tmp_path):
     assert newly_failing["Status"] == "Fail" and newly_failing["Change"] == "New"   # Pass before it was carried
     assert still_failing["Change"] == "Unchanged" and still_failing["FirstSeen"] == first.run.time_generated
     assert third.record.NewCount >= 1
+
+
+def test_a_gap_in_any_kind_of_row_keeps_the_findings_of_its_subscription():
+    """Pairs also come from role assignments, identities and observed pulls: a query of those that failed for a
+    subscription may hide a pair, so its last findings are carried forward rather than dropped as gone."""
+    from auditors.model import Gap, Inventory
+    from auditors.pipeline import _not_collected
+
+    inventory = Inventory()
+    inventory.gaps.append(Gap("role_assignments", ("microsoft.authorization/roleassignments",),
+                              frozenset({"sub-a"}), "HTTP 429 after 4 attempts"))
+    why = _not_collected(inventory)
+    assert why("SUB-A") == "role_assignments: HTTP 429 after 4 attempts" and why("sub-b") is None
+
+
+def test_a_finding_is_carried_when_its_registry_subscription_was_not_collected(tmp_path):
+    from auditors.changes import ChangeTracker, PreviousRun
+
+    cluster = "/subscriptions/sub-a/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks"
+    registry = "/subscriptions/sub-b/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/acr"
+    record = {"TimeGenerated": "2026-11-29T00:00:00Z", "RunId": "before", "FindingId": "f1", "RuleId": "AKS-ACR-001",
+              "Severity": "High", "Status": "Fail", "ClusterId": cluster, "RegistryId": registry, "Message": "no role",
+              "Evidence": {}}
+    path = tmp_path / "previous.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    tracker = ChangeTracker(PreviousRun.read(path, "test"), run_id="now", time_generated="2026-11-30T00:00:00Z",
+                            not_collected=lambda sub: "registries: HTTP 500" if sub == "sub-b" else None)
+    [carried] = list(tracker.annotate([]))
+    assert carried.FindingId == "f1" and carried.Status == "Unknown" and carried.LastKnownStatus == "Fail"

@@ -21,8 +21,10 @@ from auditors.findings import read_records
 from auditors.reports.data import ReportData
 from auditors.reports.html import render_html
 from auditors.reports.markdown import render_markdown
+from auditors.sinks.base import SinkStats
 
-__all__ = ["FILE_NAMES", "ReportData", "read_findings", "render_html", "render_markdown", "write_reports"]
+__all__ = ["FILE_NAMES", "ReportData", "ReportSink", "read_findings", "render_html", "render_markdown",
+           "write_reports"]
 
 FILE_NAMES = {"html": "report.html", "md": "report.md", "json": "summary.json"}
 
@@ -45,19 +47,15 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def write_reports(findings: str | Path | Iterable[dict], run: dict | None, out_dir: str | Path,
-                  formats: Iterable[str] = ("html", "md", "json"), rules: Iterable | None = None) -> list[Path]:
-    """Build the report data in one pass and write the chosen formats; returns the paths written."""
+def _chosen(formats: Iterable[str]) -> list[str]:
     chosen = list(dict.fromkeys(formats))
     unknown = [name for name in chosen if name not in FILE_NAMES]
     if unknown:
         raise ValueError(f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(FILE_NAMES)}")
-    if rules is None:
-        from auditors.rules import catalog
+    return chosen
 
-        rules = catalog()
-    records = read_findings(findings) if isinstance(findings, str | Path) else findings
-    data = ReportData.build(records, run or {}, rules)
+
+def _write(data: ReportData, out_dir: str | Path, chosen: list[str]) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     renderers = {"html": lambda: render_html(data), "md": lambda: render_markdown(data),
@@ -68,3 +66,45 @@ def write_reports(findings: str | Path | Iterable[dict], run: dict | None, out_d
         _write_atomically(path, renderers[name]())
         written.append(path)
     return written
+
+
+def _catalog() -> list:
+    from auditors.rules import catalog
+
+    return catalog()
+
+
+def write_reports(findings: str | Path | Iterable[dict], run: dict | None, out_dir: str | Path,
+                  formats: Iterable[str] = ("html", "md", "json"), rules: Iterable | None = None) -> list[Path]:
+    """Build the report data in one pass over a findings file (or records) and write the chosen formats;
+    returns the paths written."""
+    chosen = _chosen(formats)
+    records = read_findings(findings) if isinstance(findings, str | Path) else findings
+    return _write(ReportData.build(records, run or {}, _catalog() if rules is None else rules), out_dir, chosen)
+
+
+class ReportSink:
+    """The reports of the run being made, fed like the other sinks (nothing is read back from the files);
+    `write` them once the run record exists."""
+
+    name = "report"
+
+    def __init__(self, formats: Iterable[str]) -> None:
+        self.chosen = _chosen(formats)
+        self._builder = ReportData.builder(_catalog())
+        self.rows = 0
+
+    def write(self, batch: list) -> None:
+        add = self._builder.add
+        for encoded in batch:
+            add(encoded.finding.to_record())
+        self.rows += len(batch)
+
+    def close(self) -> SinkStats:
+        return SinkStats(self.name, rows=self.rows)
+
+    def abort(self) -> None:
+        pass
+
+    def write_files(self, run: dict, out_dir: str | Path) -> list[Path]:
+        return _write(self._builder.finish(run), out_dir, self.chosen)

@@ -453,10 +453,15 @@ class ReportData:
     def build(cls, findings: Iterable[dict], run: dict | None, rules: Iterable[Any] = ()) -> ReportData:
         """One pass over `findings` (records as in findings.jsonl); `run` is the run record (may be empty);
         `rules` is the rule catalog (`auditors.rules.catalog()`), used for titles of rules with no findings."""
-        builder = _Builder(list(rules))
+        builder = cls.builder(rules)
         for record in findings:
             builder.add(record)
         return builder.finish(run or {})
+
+    @staticmethod
+    def builder(rules: Iterable[Any] = ()) -> _Builder:
+        """The single pass, to feed one record at a time (`add`) and `finish` with the run record."""
+        return _Builder(list(rules))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self, dict_factory=lambda items: {_camel(key): value for key, value in items})
