@@ -398,11 +398,10 @@ def _explain_error(message: str) -> Exception:
 
 
 def _report_command(args: argparse.Namespace) -> int:
+    from auditors.findings import findings_file
     from auditors.reports import write_reports
 
-    findings = Path(args.findings)
-    if findings.is_dir():
-        findings = findings / "findings.jsonl"
+    findings = findings_file(args.findings)
     if not findings.is_file():
         print(f"error: {findings}: no such findings file", file=sys.stderr)
         return EXIT_BAD_INPUT

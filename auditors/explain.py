@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from auditors.findings import FindingsFileError, read_records
+from auditors.findings import FindingsFileError, findings_file, read_records
 from auditors.rules import RULES
 
 VERDICT_RULE = "AKS-ACR-000"
@@ -32,11 +32,8 @@ class ExplainError(ValueError):
 
 def read_findings(path: str | Path) -> list[dict]:
     """Finding records of an earlier run: its findings.jsonl, or the out folder that holds it."""
-    source = Path(path)
-    if source.is_dir():
-        source = source / "findings.jsonl"
     try:
-        return list(read_records(source))
+        return list(read_records(findings_file(path)))
     except FindingsFileError as exc:
         raise ExplainError(str(exc)) from None
 

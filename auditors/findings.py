@@ -225,6 +225,15 @@ class FindingsFileError(ValueError):
     """A findings file cannot be read; the message names the file, the line and the problem."""
 
 
+def findings_file(path: str | Path) -> Path:
+    """The findings file a user points at: the file itself, or the folder holding findings.jsonl (or its .gz)."""
+    given = Path(path)
+    if not given.is_dir():
+        return given
+    plain = given / "findings.jsonl"
+    return plain if plain.exists() or not (given / "findings.jsonl.gz").exists() else given / "findings.jsonl.gz"
+
+
 def read_records(path: str | Path, *, skip_damaged: bool = False) -> Iterator[dict[str, Any]]:
     """Every finding of a findings.jsonl (or .jsonl.gz) file, expanded to all columns, one at a time. A damaged
     line raises FindingsFileError, or is skipped with `skip_damaged` (an earlier run's file: its finding then

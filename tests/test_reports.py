@@ -1064,3 +1064,17 @@ def test_summary_json_is_plain_data():
                             "caps"}
     assert summary["worstPairs"][0]["cluster"]["resourceGroup"] == "rg-a"
     assert summary["matrix"]["cells"] == [["Fail"]]
+
+
+def test_an_exemption_check_left_unknown_is_not_shown_in_force(demo_findings):
+    """Without a run record the states come from AKS-ACR-013; one the engine left Unknown (a rule error, data
+    missing) was not decided, so the report does not call the exemption in force, unless it exempted findings."""
+    undecided = [dict(f, Status="Unknown") if f["RuleId"] == "AKS-ACR-013" and f["Status"] == "Pass" else f
+                 for f in demo_findings]
+    still_exempting = {entry.id: entry for entry in build(undecided).exemptions.entries}
+    assert still_exempting["EX-0042"].states == ["active"]  # it exempted a finding in that run: it was in force
+    data = build([dict(f, Exempted=False, ExemptionId="") for f in undecided])
+    entries = {entry.id: entry for entry in data.exemptions.entries}
+    assert entries["EX-0042"].states == ["undecided"]
+    assert data.exemptions.active == 0
+    assert "undecided: the exemption check gave no verdict" in render_html(data)

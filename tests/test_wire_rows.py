@@ -201,3 +201,14 @@ def test_an_unreadable_findings_file_is_one_clear_error(tmp_path, content, probl
     assert str(path) in str(raised.value) and "\n" not in str(raised.value)
     if not content.startswith(b"\x1f\x8b"):  # a damaged line can be skipped; a damaged archive cannot
         assert list(read_records(path, skip_damaged=True)) == []
+
+
+def test_a_folder_names_its_findings_file_plain_or_gzipped(tmp_path):
+    from auditors.findings import findings_file
+
+    assert findings_file(tmp_path) == tmp_path / "findings.jsonl"  # neither: the plain name, for the error
+    (tmp_path / "findings.jsonl.gz").write_bytes(b"")
+    assert findings_file(tmp_path) == tmp_path / "findings.jsonl.gz"
+    (tmp_path / "findings.jsonl").write_bytes(b"")
+    assert findings_file(tmp_path) == tmp_path / "findings.jsonl"
+    assert findings_file(tmp_path / "x.jsonl") == tmp_path / "x.jsonl"

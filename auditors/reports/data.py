@@ -22,6 +22,7 @@ from typing import Any
 
 from auditors.exemptions import EXPIRING_SOON_DAYS
 from auditors.observed import ACCESS_CLASSES, CLASSES
+from auditors.rules.pull_verdict import BLOCKING_RULES, observed_without_data
 
 PASS, FAIL, UNKNOWN, NOT_APPLICABLE = "Pass", "Fail", "Unknown", "NotApplicable"
 EXEMPTED = "Exempted"  # a matrix cell whose only failures are exempted
@@ -36,12 +37,12 @@ EXEMPTION_RULE = "AKS-ACR-013"
 # its permission, the network route, private DNS, then what Container Insights saw (AKS-ACR-002, only where its
 # data exists: an Unknown that carries no observed failures does not count). The other rules (cross-region pulls,
 # service principals in use, registry posture) make pulls slower or riskier, not impossible.
-BLOCKING_RULES = ("AKS-ACR-005", "AKS-ACR-012", "AKS-ACR-001", "AKS-ACR-003", "AKS-ACR-004", OBSERVED_RULE)
 STAGES = {"AKS-ACR-005": "identity", "AKS-ACR-012": "identity", "AKS-ACR-001": "permission",
           "AKS-ACR-003": "network", "AKS-ACR-004": "DNS", OBSERVED_RULE: "observed failures"}
 NO_OWNER = "(no owner tag)"
 # Exemption states, as the run record's Exemptions names them.
 IN_FORCE, EXPIRING, EXPIRED, STALE = "active", "expiring", "expired", "stale"
+UNDECIDED = "undecided"  # an AKS-ACR-013 finding left Unknown, read without a run record
 
 MAX_WORST_PAIRS = 500
 MAX_ENTRIES_PER_OWNER = 50
@@ -831,7 +832,7 @@ class _Builder:
             return
         if rule == OBSERVED_RULE:
             self._add_observed(key, pair, status, evidence or {})
-            if status == UNKNOWN and "failures" not in (evidence or {}):
+            if observed_without_data(status, evidence):
                 return  # no Container Insights data for this pair: nothing was observed, nothing blocks
         if status not in (FAIL, UNKNOWN):
             return
@@ -850,7 +851,7 @@ class _Builder:
             rule, EXEMPTED if exempted else status, _truncate(_text(record.get("Message")), MAX_MESSAGE_CHARS)))
 
     def _add_observed(self, key: tuple[str, str], pair: _Pair, status: str, evidence: dict) -> None:
-        if status == UNKNOWN and "failures" not in evidence:  # as AKS-ACR-000 reads it: no data
+        if observed_without_data(status, evidence):  # as AKS-ACR-000 reads it: no data
             self.observed_without_data += 1
             return
         self.observed_pairs += 1
@@ -1190,6 +1191,9 @@ class _Builder:
         for identifier, (status, evidence, when) in self.exemption_findings.items():
             if from_record and identifier in states:
                 continue
+            if status == UNKNOWN:  # the check decided nothing; exempting findings shows it was in force
+                states[identifier] = [IN_FORCE] if identifier in self.exempted_by_id else [UNDECIDED]
+                continue
             derived = [EXPIRED] if status == FAIL else [IN_FORCE]
             if status != FAIL:  # what the run record would say, from the finding alone
                 expires, today = _date(evidence.get("expiresOn")), _date(when)
@@ -1203,7 +1207,7 @@ class _Builder:
         entries = []
         for identifier, kinds in states.items():
             _, evidence, _ = self.exemption_findings.get(identifier, ("", {}, ""))
-            if EXPIRED not in kinds and IN_FORCE not in kinds:
+            if EXPIRED not in kinds and IN_FORCE not in kinds and UNDECIDED not in kinds:
                 kinds = [IN_FORCE, *kinds]  # expiring and stale entries are in force
             rules = evidence.get("rules")
             entries.append(ExemptionEntry(

@@ -27,6 +27,7 @@ from auditors.reports.data import (
     PASS,
     STAGES,
     STALE,
+    UNDECIDED,
     UNKNOWN,
     ListedFinding,
     ObservedPulls,
@@ -46,7 +47,7 @@ _SECTIONS = (("overview", "Tenant overview"), ("matrix", "Pull verdicts"), ("obs
              ("changes", "Changes"), ("owners", "Failures by owner"), ("exemptions", "Exemptions"),
              ("controls", "Controls"), ("rules", "Rules"), ("coverage", "Coverage"), ("run", "Run facts"))
 _STATE_WORDS = {IN_FORCE: "in force", EXPIRING: f"expires within {EXPIRING_SOON_DAYS} days", EXPIRED: "expired",
-                STALE: "stale: matched no finding"}
+                STALE: "stale: matched no finding", UNDECIDED: "undecided: the exemption check gave no verdict"}
 
 # Colours: every text/background pair here is above 6.5:1 (WCAG AA asks 4.5:1; most pairs meet AAA's 7:1).
 _CSS = """

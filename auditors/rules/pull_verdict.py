@@ -10,13 +10,19 @@ from auditors.rules.context import PairContext
 BLOCKING = (("AKS-ACR-005", True), ("AKS-ACR-012", True), ("AKS-ACR-001", False), ("AKS-ACR-003", False),
             ("AKS-ACR-004", False), ("AKS-ACR-002", False))
 OBSERVED = "AKS-ACR-002"
+BLOCKING_RULES = tuple(rule_id for rule_id, _ in BLOCKING)
+
+
+def observed_without_data(status: str, evidence: dict | None) -> bool:
+    """An AKS-ACR-002 verdict that saw nothing (no Container Insights data for the pair): it does not count."""
+    return status == Status.UNKNOWN and "failures" not in (evidence or {})
 
 
 def _checks(ctx: PairContext) -> list[tuple[str, Result]]:
     checks = []
     for rule_id, on_cluster in BLOCKING:
         result = (ctx.cluster_ctx if on_cluster else ctx).result(rule_id)
-        if rule_id == OBSERVED and result.status == Status.UNKNOWN and "failures" not in result.evidence:
+        if rule_id == OBSERVED and observed_without_data(result.status, result.evidence):
             continue  # observed data only counts where it exists
         checks.append((rule_id, result))
     return checks
