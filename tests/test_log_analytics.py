@@ -13,7 +13,7 @@ from auditors.services import Services
 from auditors.settings import Settings, SettingsError
 from auditors.sinks.evidence import EvidenceArchive
 from auditors.sinks.log_analytics import FIELD_LIMIT, LogAnalyticsSink, fit_fields
-from auditors.sinks.spool import Spool
+from auditors.sinks.spool import LIVE, Spool
 from auditors.sinks.tables import (
     FINDINGS_STREAM,
     RUN_COLUMNS,
@@ -395,3 +395,61 @@ def test_unreadable_spool_entries_are_quarantined_and_the_rest_delivered(ingesti
     assert run["QuarantinedSpoolEntries"] == 3
     again = run_audit(settings, RunRequest("demo"), log_analytics=sink_for(emulator, settings))
     assert again.status == SUCCEEDED and again.record.QuarantinedSpoolEntries == 0
+
+
+class _StoreThatCannotDelete:
+    """A local store whose deletes fail, like Blob Storage in the middle of an outage."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def delete(self, name: str) -> None:
+        raise OSError("connection reset while deleting")
+
+
+def test_a_spool_entry_that_cannot_be_removed_is_said_and_the_run_goes_on(ingestion, tmp_path):
+    """Removing a delivered write-ahead entry is housekeeping: when storage refuses it, the findings already landed,
+    so the run goes on and says the entry stays (the next run may deliver those rows again)."""
+    from auditors.sinks.store import LocalStore
+
+    emulator = ingestion()
+    spool = Spool(_StoreThatCannotDelete(LocalStore(tmp_path / "store", container="spool")))
+    sink = LogAnalyticsSink(endpoint=emulator.endpoint, rule_id=DCR, credential=StaticTokenCredential("token"),
+                            stream=FINDINGS_STREAM, spool=spool, connection_verify=str(emulator.ca_path),
+                            retry_backoff_factor=0.01, run_id="run-1", write_ahead_rows=50)
+    settings = Settings(out_dir=str(tmp_path / "out"))
+    outcome = run_audit(settings, RunRequest("demo", run_id="run-1"), log_analytics=sink)
+    assert outcome.error is None and outcome.status != FAILED
+    assert len(emulator.landed(FINDINGS_STREAM)) == len(local_findings(outcome))
+    errors = outcome.delivered["log-analytics"].errors
+    assert any("could not be removed from the spool" in e and "may be delivered again" in e for e in errors), errors
+
+
+class _StoreWithoutHeartbeats(_StoreThatCannotDelete):
+    """Storage that takes spool entries but refuses the heartbeat objects."""
+
+    def put(self, name: str, data: bytes, **kwargs):
+        if name.startswith(LIVE):
+            raise OSError("heartbeat refused")
+        return self._store.put(name, data, **kwargs)
+
+    def delete(self, name: str) -> None:
+        self._store.delete(name)
+
+
+def test_a_heartbeat_that_cannot_be_written_is_said(ingestion, tmp_path):
+    from auditors.sinks.store import LocalStore
+
+    emulator = ingestion()
+    spool = Spool(_StoreWithoutHeartbeats(LocalStore(tmp_path / "store", container="spool")))
+    sink = LogAnalyticsSink(endpoint=emulator.endpoint, rule_id=DCR, credential=StaticTokenCredential("token"),
+                            stream=FINDINGS_STREAM, spool=spool, connection_verify=str(emulator.ca_path),
+                            retry_backoff_factor=0.01, run_id="run-2")
+    outcome = run_audit(Settings(out_dir=str(tmp_path / "out")), RunRequest("demo", run_id="run-2"),
+                        log_analytics=sink)
+    assert len(emulator.landed(FINDINGS_STREAM)) == len(local_findings(outcome))
+    errors = outcome.delivered["log-analytics"].errors
+    assert any("heartbeat could not be written" in e and "heartbeat refused" in e for e in errors), errors

@@ -289,11 +289,22 @@ class LogAnalyticsSink:
             channel.add(line)
         channel.drain()
         if entry:
+            self._remove(entry, self.findings_stats)
+
+    def _remove(self, entry: str, stats: UploadStats) -> None:
+        """Remove a delivered entry; if storage refuses, the rows have landed anyway: say so and go on."""
+        try:
             self.spool.remove(entry)
+        except Exception as exc:
+            stats.errors.append(f"spool entry {entry} could not be removed from the spool ({type(exc).__name__}: "
+                                f"{str(exc)[:200]}); its rows landed and may be delivered again by a later run")
 
     def close(self) -> SinkStats:
         while self.run_id and self._ahead:
             self._send_ahead()
+        if self._heartbeat is not None and self._heartbeat.error:  # other runs may have taken this one for dead
+            self.findings_stats.errors.append(f"the run's heartbeat could not be written ({self._heartbeat.error}); "
+                                              "a concurrent run may deliver its write-ahead entries a second time")
         stats = self._findings.finish()
         return SinkStats(self.name, rows=stats.rows, bytes=stats.body_bytes, errors=list(stats.errors),
                          detail={"upload": stats.as_dict()})
@@ -318,7 +329,7 @@ class LogAnalyticsSink:
     def deliver_run_row(self, stream: str, record: dict, expected: str) -> UploadStats:
         stats = self.upload_records(stream, [record])
         if expected:  # delivered or spooled: the interrupted row must not follow it
-            self.spool.remove(expected)
+            self._remove(expected, stats)
         return stats
 
     # -- other streams ---------------------------------------------------------------------------------------
