@@ -382,11 +382,8 @@ def _evaluate_cluster(args: argparse.Namespace) -> list[dict]:
     registry = None
     if args.registry:
         keys, problem = resolve_registry(args.registry, inventory)
-        if not keys:
+        if not keys:  # none, or an ambiguous name: the problem says which
             raise _explain_error(f"registry {args.registry!r}: {problem}")
-        if len(keys) > 1:
-            raise _explain_error(f"{len(keys)} registries are named {args.registry!r}; give the resource id: "
-                                 + ", ".join(inventory.registries[k].id for k in keys))
         registry = inventory.registries[keys[0]]
     return [f.to_record() for f in evaluator.cluster_findings(cluster, registry)]
 

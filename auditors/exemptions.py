@@ -90,11 +90,6 @@ class Exemption:
     expires_on: date
     ticket: str = ""
 
-    @property
-    def scope(self) -> str:
-        """`cluster`, `registry` or `pair`: the kind of finding this exemption can cover."""
-        return _SCOPE_OF_SELECTORS[(self.clusters is not None, self.registries is not None)]
-
     def is_expired(self, today: date) -> bool:
         return self.expires_on < today
 

@@ -64,7 +64,10 @@ class Spool:
         created = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         name = f"{PREFIX}{created}-{uuid.uuid4().hex[:12]}{WRITE_AHEAD + owner if owner else ''}{SUFFIX}"
         header = orjson.dumps({"stream": stream, "created": created, "reason": reason[:500], "rows": len(lines)})
-        self.store.put(name, gzip.compress(b"\n".join([header, *lines]) + b"\n", compresslevel=6))
+        # A write-ahead entry lives only until its rows land, and is written on the run's main thread: compress
+        # it fast; failed-delivery entries may stay longer and get the usual level.
+        level = 1 if owner else 6
+        self.store.put(name, gzip.compress(b"\n".join([header, *lines]) + b"\n", compresslevel=level))
         return name
 
     def names(self) -> list[str]:
