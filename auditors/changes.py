@@ -81,13 +81,32 @@ class ChangeTracker:
         self.counts = ChangeCounts()
 
     def annotate(self, findings: Iterable[Finding]) -> Iterator[Finding]:
+        yield from self.mark(findings)
+        yield from self.carried_forward()
+
+    def mark(self, findings: Iterable[Finding], seen: list[str] | None = None) -> Iterator[Finding]:
+        """Change and FirstSeen of each finding; `seen` collects the ids found in the previous run (a worker
+        process's share: the run's own tracker then `absorb`s them)."""
         statuses = self.previous.statuses if self.previous else {}
         for finding in findings:
             before = statuses.pop(finding.FindingId, None)
+            if before is not None and seen is not None:
+                seen.append(finding.FindingId)
             self._mark(finding, before)
             yield finding
-        if self.previous is not None and statuses:
-            yield from self._carried_forward(statuses)
+
+    def absorb(self, counts: ChangeCounts, seen: list[str]) -> None:
+        """What a worker process's tracker did with its share."""
+        self.counts.new += counts.new
+        self.counts.fixed += counts.fixed
+        statuses = self.previous.statuses if self.previous else {}
+        for finding_id in seen:
+            statuses.pop(finding_id, None)
+
+    def carried_forward(self) -> Iterator[Finding]:
+        """After the last finding: the previous run's findings not seen, where this run could not look."""
+        if self.previous is not None and self.previous.statuses:
+            yield from self._carried_forward(self.previous.statuses)
 
     def _mark(self, finding: Finding, before: str | None, *, carried: bool = False) -> None:
         status = finding.Status

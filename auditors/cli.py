@@ -106,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="local files only (default), or also Log Analytics (settings from the environment)")
     scan.add_argument("--evidence", action="store_true", default=None,
                       help="write the evidence archive (on by default with --sink log-analytics)")
+    scan.add_argument("--workers", type=_bounded(0, 64), metavar="N",
+                      help="processes evaluating findings (AUDIT_WORKERS; default 0: one per CPU, up to 8, on "
+                           "large estates; 1: only this one); local output only")
     scan.add_argument("--report", action="append", choices=REPORT_FORMATS, metavar="FORMAT",
                       help="also write report.html, report.md or summary.json beside the findings; repeatable")
     _add_collection_options(scan)
@@ -334,7 +337,7 @@ def _scan(args: argparse.Namespace) -> int:
     progress = _progress(args.quiet, "scan")
     settings = _settings(sink=args.sink, evidence=args.evidence, out_dir=args.out, pairs_file=args.pairs,
                          exemptions_file=args.exemptions, arm_endpoint=args.arm_endpoint,
-                         scope=tuple(args.scope) if args.scope else None)
+                         scope=tuple(args.scope) if args.scope else None, workers=args.workers)
     services = Services(settings, progress)
     source = "demo" if args.demo else "snapshot" if args.snapshot else "live"
     request = RunRequest(source, args.snapshot, args.run_id,

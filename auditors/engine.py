@@ -62,14 +62,28 @@ class Evaluator:
         self.unpaired_clusters = 0
 
     def run(self) -> Iterator[Finding]:
-        for registry in self.inventory.registries.values():
-            yield from self._registry(registry)
-        total, last_report = len(self.inventory.clusters), time.monotonic()
-        for done, cluster in enumerate(self.inventory.clusters.values(), start=1):
+        """Every finding, in order: registries, clusters with their pairs, then one per exemption."""
+        yield from self.share(0, 1)
+        yield from self.tail()
+
+    def share(self, index: int, shares: int) -> Iterator[Finding]:
+        """Share `index` of `shares` (from 0): the registries' findings in the first, then one contiguous run of
+        clusters each. The shares in order, then `tail`, are `run`."""
+        if index == 0:
+            for registry in self.inventory.registries.values():
+                yield from self._registry(registry)
+        clusters = list(self.inventory.clusters.values())
+        first, end = len(clusters) * index // shares, len(clusters) * (index + 1) // shares
+        total, last_report = end - first, time.monotonic()
+        whose = "" if shares == 1 else f" (this process's share; {shares - 1} more in parallel)"
+        for done, cluster in enumerate(clusters[first:end], start=1):
             yield from self._cluster(cluster)
             if self.progress and time.monotonic() - last_report > 2:
                 last_report = time.monotonic()
-                self.progress(f"evaluated {done:,}/{total:,} clusters, {self.pair_count:,} pairs")
+                self.progress(f"evaluated {done:,}/{total:,} clusters{whose}, {self.pair_count:,} pairs")
+
+    def tail(self) -> Iterator[Finding]:
+        """The findings made after every other: one per exemption (so its match count is complete)."""
         if self.exemptions is not None:
             yield from self._exemption_findings()
 

@@ -154,6 +154,15 @@ class ExemptionSet:
         """How many findings this entry selected so far."""
         return self._counts[self.exemptions.index(exemption)]
 
+    @property
+    def match_counts(self) -> tuple[int, ...]:
+        """Findings each entry selected so far, in file order."""
+        return tuple(self._counts)
+
+    def add_matches(self, counts: tuple[int, ...]) -> None:
+        """Findings each entry selected in another process (a worker's share)."""
+        self._counts = [mine + theirs for mine, theirs in zip(self._counts, counts, strict=True)]
+
     def active(self, today: date | None = None) -> list[Exemption]:
         today = today or self.today
         return [e for e in self.exemptions if not e.is_expired(today)]

@@ -44,7 +44,7 @@ from auditors.rules import Status, catalog, catalog_version
 from auditors.scopes import ScopeError
 from auditors.services import Services
 from auditors.settings import Settings
-from auditors.sinks.base import FindingSink, SinkStats, deliver
+from auditors.sinks.base import FindingSink, SinkStats
 from auditors.sinks.evidence import EvidenceSink
 from auditors.sinks.local import (
     FINDINGS_JSONL,
@@ -58,6 +58,7 @@ from auditors.sinks.store import ObjectMissing
 from auditors.sinks.tables import RunRecord
 from auditors.sources.connection import EndpointProblem
 from auditors.sources.snapshot import SnapshotError
+from auditors.workers import evaluate_and_deliver, process_count
 
 Progress = Callable[[str], None]
 INPUT_ERRORS = (SnapshotError, PairsFileError, ScopeError, ClientAuthenticationError, OutputFolderError,
@@ -111,6 +112,7 @@ class RunOutcome:
     error: Exception | None = None  # why the run itself failed
     seconds: float = 0.0
     reports: list[Path] = field(default_factory=list)  # the report files written (RunRequest.report)
+    processes: int = 1  # processes that evaluated the findings (settings.workers)
 
     @property
     def status(self) -> str:
@@ -154,7 +156,10 @@ def run_audit(settings: Settings, request: RunRequest, *, services: Services | N
             sinks = _sinks(settings, run, work, outcome.summary, remote)
             report = ReportSink(request.report) if request.report else None
             sinks += [report] if report else []
-            outcome.delivered = deliver(tracker.annotate(evaluator.run()), sinks)     # changes, deliver
+            outcome.processes = process_count(settings.workers, len(evaluator.inventory.clusters), sinks)
+            if outcome.processes > 1:
+                say(f"evaluating in {outcome.processes} processes")
+            outcome.delivered = evaluate_and_deliver(evaluator, tracker, sinks, outcome.processes)  # deliver
             outcome.pairs, outcome.unpaired_clusters = evaluator.pair_count, evaluator.unpaired_clusters
         except Exception as exc:  # the run is recorded as Failed, whatever broke
             outcome.error = exc

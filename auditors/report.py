@@ -60,6 +60,25 @@ class Summary:
     def abort(self) -> None:
         pass
 
+    # A worker process summarises its share in a Summary of its own; the run's takes the shares over in order.
+    def part(self, index: int) -> Summary:
+        return Summary()
+
+    def finish(self) -> Summary:
+        return self
+
+    def absorb(self, share: Summary) -> None:
+        self.findings += share.findings
+        for rule_id, counts in share.counts.items():
+            self.counts[rule_id].update(counts)
+        self.exempted.update(share.exempted)
+        self.fails_by_severity.update(share.fails_by_severity)
+        self.pairs.update(share.pairs)
+        self.undecided_groups.update(share.undecided_groups)
+
+    def discard_parts(self) -> None:
+        pass
+
     def total(self, status: Status) -> int:
         return sum(c[status] for c in self.counts.values())
 

@@ -46,6 +46,7 @@ class Settings:
     runs_stream: str = RUNS_STREAM
     monitor_audience: str = "https://monitor.azure.com"
     upload_workers: int = 4
+    workers: int = 0
     write_ahead_rows: int = 20_000
     evidence: bool = False
     storage_account_url: str = ""
@@ -86,6 +87,9 @@ class Settings:
         "runs_stream": ("LOGS_RUNS_STREAM", f"stream of the runs table (default `{RUNS_STREAM}`)"),
         "monitor_audience": ("LOGS_AUDIENCE", "token audience of Azure Monitor (sovereign clouds differ)"),
         "upload_workers": ("LOGS_UPLOAD_WORKERS", "parallel uploads (default 4)"),
+        "workers": ("AUDIT_WORKERS", "processes that evaluate findings, each a share of the clusters (0, the "
+                                     "default: one per CPU, up to 8, on estates of 4,000 clusters or more; 1: "
+                                     "none besides the run's own); only runs whose findings go to local files"),
         "write_ahead_rows": ("LOGS_WRITE_AHEAD_ROWS", "findings per write-ahead chunk, spooled before they are "
                                                       "sent (default 20000)"),
         "evidence": ("AUDIT_EVIDENCE", "`true` to write the evidence archive (default: on with log-analytics)"),
@@ -188,6 +192,7 @@ class Settings:
               f"{self.write_ahead_rows} must be between 1 and 1000000")
         check("upload_workers", None if 1 <= self.upload_workers <= 32 else f"{self.upload_workers} must be "
                                                                             "between 1 and 32")
+        check("workers", None if 0 <= self.workers <= 64 else f"{self.workers} must be between 0 and 64")
         check("spool_max_mb", None if self.spool_max_mb >= 1 else "must be at least 1")
         check("spool_stale_seconds", None if self.spool_stale_seconds >= 2 else "must be at least 2")
         for name in ("graph_endpoint", "logs_query_endpoint"):

@@ -108,7 +108,7 @@ def child_scan(estate: Path, out: Path) -> dict:
 
     import_seconds = time.perf_counter() - started
     timings: dict[str, float] = {}
-    real_load, real_deliver = pipeline.load_snapshot, pipeline.deliver
+    real_load, real_deliver = pipeline.load_snapshot, pipeline.evaluate_and_deliver
 
     def timed_load(*args, **kwargs):
         began = time.perf_counter()
@@ -125,7 +125,7 @@ def child_scan(estate: Path, out: Path) -> dict:
         timings["evaluate_deliver"] = time.perf_counter() - began
         return delivered
 
-    pipeline.load_snapshot, pipeline.deliver = timed_load, timed_deliver
+    pipeline.load_snapshot, pipeline.evaluate_and_deliver = timed_load, timed_deliver
     began = time.perf_counter()
     outcome = run_audit(Settings(out_dir=str(out)), RunRequest("snapshot", snapshot=estate))
     total = time.perf_counter() - began

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from auditors.findings import EncodedFinding, Finding, encode
 
@@ -44,6 +44,31 @@ class FindingSink(Protocol):
         """The run failed before all findings were produced: discard what is partial, keep what was there."""
 
 
+class SinkPart(Protocol):
+    """What a worker process writes a share of the findings to (see `auditors.workers`)."""
+
+    def write(self, batch: list[EncodedFinding]) -> None: ...
+
+    def finish(self) -> Any:
+        """The share is written: what the sink needs to take it over (small and picklable)."""
+
+    def abort(self) -> None: ...
+
+
+class PartitionedSink(FindingSink, Protocol):
+    """A sink that can take findings evaluated in other processes: each process writes a part, and the sink
+    takes the parts over in order, so the result is what one process writing everything would have made."""
+
+    def part(self, index: int) -> SinkPart:
+        """Called in worker process `index` (1, 2, ...): a part for its share."""
+
+    def absorb(self, finished: Any) -> None:
+        """In the run's own process, parts in order: take over what a part's `finish` returned."""
+
+    def discard_parts(self) -> None:
+        """The run failed: remove what parts may have left (a worker killed mid-write included)."""
+
+
 def encoded_batches(findings: Iterable[Finding], size: int = BATCH) -> Iterator[list[EncodedFinding]]:
     batch: list[EncodedFinding] = []
     for finding in findings:
@@ -58,6 +83,16 @@ def encoded_batches(findings: Iterable[Finding], size: int = BATCH) -> Iterator[
 def deliver(findings: Iterable[Finding], sinks: list[FindingSink]) -> dict[str, SinkStats]:
     """Stream every finding once through every sink. If producing findings fails, every sink is aborted and
     the error propagates; a sink's own failure to close is its stats' error, not the others' problem."""
+    try:
+        feed(findings, sinks)
+    except BaseException:
+        abort_all(sinks)
+        raise
+    return close_all(sinks)
+
+
+def feed(findings: Iterable[Finding], sinks: list) -> None:
+    """Every finding, encoded once, in batches to every sink (or part of a sink)."""
     # Findings, their contexts and batches hold no reference cycles: the cyclic collector would only rescan each
     # batch while it lives (about 7 % of a large scan). What a rule error might leave is collected at the end.
     collecting = gc.isenabled()
@@ -66,13 +101,17 @@ def deliver(findings: Iterable[Finding], sinks: list[FindingSink]) -> dict[str, 
         for batch in encoded_batches(findings):
             for sink in sinks:
                 sink.write(batch)
-    except BaseException:
-        for sink in sinks:
-            sink.abort()
-        raise
     finally:
         if collecting:
             gc.enable()
+
+
+def abort_all(sinks: list) -> None:
+    for sink in sinks:
+        sink.abort()
+
+
+def close_all(sinks: list[FindingSink]) -> dict[str, SinkStats]:
     stats = {}
     for sink in sinks:
         try:

@@ -8,6 +8,7 @@ the previous run's files stay until the new ones are complete.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import orjson
@@ -44,6 +45,7 @@ class LocalFilesSink:
 
     def __init__(self, out_dir: str | Path, run_id: str) -> None:
         self.folder = check_output_folder(out_dir)
+        self.run_id = run_id
         self.paths = [self.folder / FINDINGS_JSONL, self.folder / FINDINGS_CSV]
         self._temporary = [path.with_name(f".{path.name}.{run_id}.tmp") for path in self.paths]
         self._jsonl = self._temporary[0].open("wb")
@@ -53,12 +55,26 @@ class LocalFilesSink:
         self.stats = SinkStats(self.name)
 
     def write(self, batch: list[EncodedFinding]) -> None:
-        data = b"\n".join(encoded.line for encoded in batch) + b"\n"
-        self._jsonl.write(data)
-        line = self._csv_lines.line
-        self._csv.write("".join([line(encoded) for encoded in batch]).encode("utf-8", "replace"))
+        self.stats.bytes += _write_lines(batch, self._jsonl, self._csv, self._csv_lines)
         self.stats.rows += len(batch)
-        self.stats.bytes += len(data)
+
+    def part(self, index: int) -> _LocalFilesPart:
+        return _LocalFilesPart([path.with_name(f".{path.name}.{self.run_id}.part{index}.tmp") for path in self.paths])
+
+    def absorb(self, finished: tuple[list[str], int, int]) -> None:
+        """A worker's part files appended to this run's files, in the order of the parts."""
+        paths, rows, size = finished
+        for part, handle in zip(paths, (self._jsonl, self._csv), strict=True):
+            with open(part, "rb") as source:
+                shutil.copyfileobj(source, handle, _COPY_BUFFER)
+            os.unlink(part)
+        self.stats.rows += rows
+        self.stats.bytes += size
+
+    def discard_parts(self) -> None:
+        for path in self.paths:
+            for part in self.folder.glob(f".{path.name}.{self.run_id}.part*.tmp"):
+                part.unlink(missing_ok=True)
 
     def close(self) -> SinkStats:
         for handle in (self._jsonl, self._csv):
@@ -76,6 +92,44 @@ class LocalFilesSink:
                 handle.close()
         for temporary in self._temporary:
             temporary.unlink(missing_ok=True)
+        self.discard_parts()
+
+
+def _write_lines(batch: list[EncodedFinding], jsonl, csv, csv_lines: CsvLines) -> int:
+    """A batch as JSON Lines and CSV lines; returns the JSON Lines bytes written."""
+    data = b"\n".join(encoded.line for encoded in batch) + b"\n"
+    jsonl.write(data)
+    line = csv_lines.line
+    csv.write("".join([line(encoded) for encoded in batch]).encode("utf-8", "replace"))
+    return len(data)
+
+
+_COPY_BUFFER = 8 * 1024 * 1024
+
+
+class _LocalFilesPart:
+    """A worker's share of findings.jsonl and findings.csv (no CSV header), for `LocalFilesSink.absorb`."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self._jsonl, self._csv = (path.open("wb") for path in paths)
+        self._csv_lines = CsvLines()
+        self.rows = self.bytes = 0
+
+    def write(self, batch: list[EncodedFinding]) -> None:
+        self.bytes += _write_lines(batch, self._jsonl, self._csv, self._csv_lines)
+        self.rows += len(batch)
+
+    def finish(self) -> tuple[list[str], int, int]:
+        for handle in (self._jsonl, self._csv):
+            handle.close()
+        return [str(path) for path in self.paths], self.rows, self.bytes
+
+    def abort(self) -> None:
+        for handle in (self._jsonl, self._csv):
+            handle.close()
+        for path in self.paths:
+            path.unlink(missing_ok=True)
 
 
 def write_run_record(folder: Path, record: dict, run_id: str) -> Path:

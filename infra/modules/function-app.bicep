@@ -206,6 +206,11 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           value: '4'
         }
         {
+          // The Functions worker runs threads: the run never forks there (its sinks are remote anyway).
+          name: 'AUDIT_WORKERS'
+          value: '1'
+        }
+        {
           name: 'LOGS_WRITE_AHEAD_ROWS'
           value: '20000'
         }

@@ -1,0 +1,187 @@
+"""Evaluating in several processes gives what one process gives, byte for byte; a failing or killed worker fails
+the run and leaves the previous output as it was.
+
+Runs go through the real CLI in a subprocess: a fork needs a process without other threads, which the test
+runner (with its emulator threads) is not.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from auditors.report import Summary
+from auditors.sinks.local import LocalFilesSink
+from auditors.workers import CLUSTERS_PER_PROCESS, process_count
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from synth_estate import generate
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_ID = "0b9c1a52-3a4e-4c43-9a3b-5f0e2d7c8a11"
+EXEMPTIONS = ("exemptions:\n  - {id: EX-1, rules: [AKS-ACR-006, AKS-ACR-001], clusters: {name: aks-00*},\n"
+              "     justification: migration, approvedBy: secops@example.com, expiresOn: 2027-03-31}\n")
+
+
+@pytest.fixture(scope="module")
+def estate(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("estate")
+    generate(folder, clusters=240, registries=60, role_assignments=4000, subscriptions=30, seed=11)
+    (folder.parent / "exemptions.yaml").write_text(EXEMPTIONS)
+    return folder
+
+
+def scan(snapshot: Path, out: Path, workers: int, *, prelude: str = "") -> subprocess.CompletedProcess:
+    args = ["scan", "--snapshot", str(snapshot), "--out", str(out), "--workers", str(workers), "--run-id", RUN_ID,
+            "--exemptions", str(snapshot.parent / "exemptions.yaml")]
+    code = f"{prelude}\nimport sys\nfrom auditors.cli import main\nsys.exit(main({args!r}))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+def outputs(out: Path) -> dict[str, str]:
+    """The run's files with its own time stamps masked (two runs never start in the same second)."""
+    run = json.loads((out / "run.json").read_text())
+    files = {name: (out / name).read_text() for name in ("findings.jsonl", "findings.csv")}
+    files["run.json"] = json.dumps({k: v for k, v in run.items() if k not in ("StartTime", "EndTime", "TimeGenerated",
+                                                                             "DurationSeconds")}, sort_keys=True)
+    return {name: text.replace(run["StartTime"], "<this run>") for name, text in files.items()}
+
+
+def without_clusters_of_one_subscription(snapshot: Path) -> str:
+    """The next collection misses one subscription's clusters; the manifest says why. Returns the subscription."""
+    lines = (snapshot / "clusters.jsonl").read_text().splitlines()
+    subscription = json.loads(lines[-1])["subscriptionId"]
+    (snapshot / "clusters.jsonl").write_text("\n".join(line for line in lines
+                                                       if json.loads(line)["subscriptionId"] != subscription) + "\n")
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    manifest["coverage"]["gaps"] = [{"query": "clusters", "types": ["microsoft.containerservice/managedclusters"],
+                                     "subscriptions": [subscription], "reason": "HTTP 500 after 4 attempts"}]
+    (snapshot / "manifest.json").write_text(json.dumps(manifest))
+    return subscription
+
+
+def test_three_processes_write_what_one_writes_across_a_first_and_a_carried_run(estate, tmp_path):
+    import shutil
+
+    results = {}
+    for workers in (1, 3):
+        snapshot = tmp_path / f"snapshot-{workers}"
+        shutil.copytree(estate, snapshot)
+        shutil.copy(estate.parent / "exemptions.yaml", tmp_path / "exemptions.yaml")
+        out = tmp_path / f"out-{workers}"
+        first = scan(snapshot, out, workers)
+        assert first.returncode == 0, first.stderr
+        assert ("evaluating in 3 processes" in first.stderr) == (workers == 3)
+        first_files = outputs(out)
+        without_clusters_of_one_subscription(snapshot)
+        second = scan(snapshot, out, workers)
+        assert second.returncode == 3, second.stderr  # Incomplete: a collection gap
+        results[workers] = (first_files, outputs(out), first.stdout.split("\n\n")[0], second.stdout)
+        assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+    (one_first, one_second, one_table, one_text), (three_first, three_second, three_table, three_text) = \
+        results[1], results[3]
+    assert one_table == three_table  # the summary's counts
+    for name in one_first:
+        assert one_first[name] == three_first[name], name
+    # The second run's FirstSeen/LastSeen hold the first run's time, which differs between the two sequences.
+    first_one = json.loads(one_first["run.json"])
+    assert first_one["CarriedForward"] == 0 and first_one["ExemptedCount"] > 0
+    second_one, second_three = (json.loads(files["run.json"]) for files in (one_second, three_second))
+    assert second_one["CarriedForward"] > 0 and second_one == second_three
+    assert _rows_without_times(one_second) == _rows_without_times(three_second)
+    assert "carried forward as Unknown" in one_text
+    assert _printed(one_text, "out-1", "snapshot-1") == _printed(three_text, "out-3", "snapshot-3")
+
+
+def _printed(text: str, *names: str) -> str:
+    for name in names:
+        text = text.replace(name, "<folder>")
+    return re.sub(r" in \d+\.\ds;", " in <seconds>;", text)
+
+
+def _rows_without_times(files: dict[str, str]) -> list[dict]:
+    rows = [json.loads(line) for line in files["findings.jsonl"].splitlines()]
+    for row in rows:
+        for column in ("FirstSeen", "LastSeen"):
+            row.pop(column, None)
+        row["Message"] = row.get("Message", "").split(" on 20")[0]  # "Last known: Fail on <first run's time>"
+    return rows
+
+
+@pytest.mark.parametrize(("failure", "said"), [
+    ("raise RuntimeError('rule blew up in a worker')",
+     "worker process for share 2 of 3 failed: RuntimeError: rule blew up in a worker (at <string>:"),
+    ("os.kill(os.getpid(), signal.SIGKILL)",
+     "worker process for share 2 of 3 ended without a result (killed by signal 9)"),
+])
+def test_a_worker_that_fails_or_dies_fails_the_run_and_keeps_the_previous_output(estate, tmp_path, failure, said):
+    out = tmp_path / "out"
+    assert scan(estate, out, 1).returncode == 0
+    before = {name: (out / name).read_bytes() for name in ("findings.jsonl", "findings.csv", "run.json")}
+    prelude = ("import os, signal\nfrom auditors import engine\nPARENT = os.getpid()\n"
+               "real = engine.Evaluator._cluster\n"
+               "def failing(self, cluster):\n"
+               "    if os.getpid() != PARENT and cluster.name.endswith('9'):\n"
+               f"        {failure}\n"
+               "    return real(self, cluster)\n"
+               "engine.Evaluator._cluster = failing\n")
+    result = scan(estate, out, 3, prelude=prelude)
+    assert result.returncode == 4, result.stderr
+    assert said in result.stderr
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no part or temporary file left
+
+
+def test_the_parent_failing_stops_its_workers_and_removes_their_parts(estate, tmp_path):
+    out = tmp_path / "out"
+    prelude = ("import os, time\nfrom auditors import engine\nPARENT = os.getpid()\nreal = engine.Evaluator._cluster\n"
+               "def failing(self, cluster):\n"
+               "    if os.getpid() == PARENT and cluster.name.endswith('5'):\n"
+               "        time.sleep(0.5)\n"  # the workers are writing their parts by now
+               "        raise RuntimeError('the run itself failed')\n"
+               "    return real(self, cluster)\n"
+               "engine.Evaluator._cluster = failing\n")
+    result = scan(estate, out, 3, prelude=prelude)
+    assert result.returncode == 4 and "the run itself failed" in result.stderr
+    assert not (out / "findings.jsonl").exists()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(("requested", "clusters", "cpus", "threads", "partitioned", "expected"), [
+    (0, 20_000, 2, 1, True, 2),  # auto: one per CPU
+    (0, 20_000, 32, 1, True, 8),  # auto: at most 8
+    (0, 3 * CLUSTERS_PER_PROCESS, 8, 1, True, 3),  # auto: enough clusters for each
+    (0, CLUSTERS_PER_PROCESS - 1, 8, 1, True, 1),  # auto: a small estate stays in one process
+    (3, 10, 1, 1, True, 3),  # asked for: as asked, whatever the CPUs
+    (5, 2, 8, 1, True, 2),  # never more processes than clusters
+    (1, 20_000, 8, 1, True, 1),
+    (4, 20_000, 8, 2, True, 1),  # another thread: no fork
+    (4, 20_000, 8, 1, False, 1),  # a sink that cannot take parts (Log Analytics, evidence, reports)
+])
+def test_how_many_processes_evaluate(monkeypatch, requested, clusters, cpus, threads, partitioned, expected):
+    import threading
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cpus)), raising=False)
+    monkeypatch.setattr(threading, "active_count", lambda: threads)
+
+    class OneProcessOnly:
+        name = "remote"
+
+    sinks = [Summary()] + ([] if partitioned else [OneProcessOnly()])
+    assert process_count(requested, clusters, sinks) == expected
+
+
+def test_the_sinks_that_take_parts_are_the_local_ones():
+    for sink in (Summary, LocalFilesSink):
+        assert all(hasattr(sink, method) for method in ("part", "absorb", "discard_parts"))
+    from auditors.reports import ReportSink
+    from auditors.sinks.evidence import EvidenceSink
+    from auditors.sinks.log_analytics import LogAnalyticsSink
+
+    for sink in (ReportSink, EvidenceSink, LogAnalyticsSink):
+        assert not hasattr(sink, "part")
