@@ -1,0 +1,87 @@
+"""Work done in a forked copy of this process, its result sent back: the mechanism under `auditors.workers`
+(evaluation) and the parallel snapshot load (`auditors.inputs`).
+
+A fork shares the parent's memory copy-on-write, so a worker starts with everything already loaded; what it
+sends back is pickled. A fork copies locks that other threads may hold, so nothing forks while the process
+runs another thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process raised or died; the message says which and why."""
+
+
+def fork_allowed() -> bool:
+    """This process can fork safely: the platform has fork and no other thread runs."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Forked:
+    """`work()` running in a forked child; `result()` waits for what it returned (or raises WorkerFailed)."""
+
+    def __init__(self, pid: int, reader: int, what: str) -> None:
+        self.pid, self.reader, self.what = pid, reader, what
+
+    @classmethod
+    def start(cls, work: Callable[[], Any], what: str) -> Forked:
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the caller's code (its cleanup is the parent's)
+            code = 1
+            try:
+                os.close(reader)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent stops its workers
+                try:
+                    payload = pickle.dumps(("done", work()), protocol=pickle.HIGHEST_PROTOCOL)
+                    code = 0
+                except BaseException as exc:  # reported to the parent, which fails its run
+                    frames = traceback.extract_tb(exc.__traceback__)
+                    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" \
+                        if frames else ""
+                    payload = pickle.dumps(("failed", f"{type(exc).__name__}: {exc}{where}"))
+                with os.fdopen(writer, "wb") as out:
+                    out.write(payload)
+            finally:
+                os._exit(code)
+        os.close(writer)
+        return cls(pid, reader, what)
+
+    def result(self) -> Any:
+        with os.fdopen(self.reader, "rb") as incoming:
+            payload = incoming.read()
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        if not payload:
+            why = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                   else f"exit code {os.waitstatus_to_exitcode(status)}")
+            raise WorkerFailed(f"{self.what} ended without a result ({why})")
+        message = pickle.loads(payload)
+        if message[0] != "done":
+            raise WorkerFailed(f"{self.what} failed: {message[1]}")
+        return message[1]
+
+    def stop(self) -> None:
+        """Kill the child if it still runs (the parent failed and will not take its result)."""
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            self.pid = 0
+            with contextlib.suppress(OSError):
+                os.close(self.reader)
