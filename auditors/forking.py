@@ -32,6 +32,17 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+MAX_AUTO_PROCESSES = 8
+
+
+def processes_for(requested: int) -> int:
+    """How many processes may work at once: `requested`, or for 0 one per CPU this process may use (up to
+    MAX_AUTO_PROCESSES); 1 where forking is unsafe."""
+    if requested == 1 or not fork_allowed():
+        return 1
+    return requested if requested > 1 else min(usable_cpus(), MAX_AUTO_PROCESSES)
+
+
 class Forked:
     """`work()` running in a forked child; `result()` waits for what it returned (or raises WorkerFailed)."""
 

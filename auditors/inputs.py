@@ -6,26 +6,43 @@ evaluated for the evidence archive.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from importlib import resources
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from auditors import __version__
+from auditors.forking import Forked, WorkerFailed
 from auditors.model import (
     T_GRAPH_APPLICATION,
     T_GRAPH_GROUP,
     T_GRAPH_SERVICE_PRINCIPAL,
+    T_ROLE_ASSIGNMENT,
     Gap,
     Inventory,
+    RoleAssignmentShare,
 )
-from auditors.sources.snapshot import ID_LESS_TYPES, LoadReport, SnapshotError, iter_snapshot, normalise_row
+from auditors.sources.snapshot import (
+    ID_LESS_TYPES,
+    STREAMED_SUFFIXES,
+    LoadReport,
+    SnapshotError,
+    iter_snapshot,
+    json_lines_range,
+    line_starts,
+    normalise_row,
+    rows_of_range,
+    snapshot_files,
+)
 
 Progress = Callable[[str], None]
 MANIFEST = "manifest.json"
@@ -79,12 +96,23 @@ def capture_time(manifest: dict | None) -> str:
     return moment if isinstance(moment, str) else ""
 
 
-def load_snapshot(snapshot: str | Path, progress: Progress, row_filter=None) -> Loaded:
+def load_snapshot(snapshot: str | Path, progress: Progress, row_filter=None, processes: int = 1) -> Loaded:
+    """The snapshot's rows into an inventory. With `processes` > 1 (and no `row_filter`), large JSON Lines files
+    are read in parallel: other processes read shares of them (see `_SharedFile`)."""
     load = LoadReport()
     progress(f"reading snapshot {snapshot}")
     manifest = read_manifest(snapshot)  # read first: a malformed manifest stops the run before any work
-    rows = iter_snapshot(snapshot, load)
-    inventory = Inventory.from_rows(row_filter(rows) if row_filter else rows, progress=progress)
+    inventory = Inventory()
+    splits = _shared_files(snapshot, inventory, processes) if processes > 1 and row_filter is None else {}
+    if splits:
+        progress(f"reading {', '.join(f.name for f in splits)} in {processes} processes")
+    try:
+        rows = iter_snapshot(snapshot, load, splits)
+        inventory.add_rows(row_filter(rows) if row_filter else rows, progress=progress)
+    finally:
+        for split in splits.values():
+            split.stop()
+    inventory.finish()
     progress("rows per table: " + ", ".join(f"{table} {count:,}" for table, count in sorted(load.tables.items())))
     if manifest:  # a captured snapshot carries what its collection missed, and when it was taken
         coverage = manifest.get("coverage") or {}
@@ -101,6 +129,69 @@ def load_snapshot(snapshot: str | Path, progress: Progress, row_filter=None) -> 
     if len(load.skipped) + len(inventory.notes) > 5:
         progress(f"... {len(load.skipped) + len(inventory.notes) - 5} more skipped rows")
     return Loaded(inventory, load=load)
+
+
+# A JSON Lines file this large is read by several processes (a tenant's role assignments: most of a snapshot).
+SHARED_FILE_BYTES = 64 * 1024 * 1024
+
+
+def _shared_files(snapshot: str | Path, inventory: Inventory, processes: int) -> dict[Path, _SharedFile]:
+    return {file: _SharedFile.start(file, inventory, processes) for file in snapshot_files(Path(snapshot))
+            if file.suffix.lower() in STREAMED_SUFFIXES and file.stat().st_size >= SHARED_FILE_BYTES}
+
+
+class _SharedFile:
+    """One large JSON Lines file cut into ranges at line starts: this process reads the first, a forked worker
+    each other one. A worker turns role assignment rows into what the inventory keeps of them
+    (`RoleAssignmentShare`), which this process takes in at the place of the range, in order; a range with any
+    other row, a row the loader would skip, or an error is read again here, so rows, messages and line numbers
+    are what one process reading the file makes."""
+
+    def __init__(self, file: Path, inventory: Inventory, offsets: list[int], workers: list[Forked]) -> None:
+        self.file, self.inventory, self.offsets, self.workers = file, inventory, offsets, workers
+        self.head_end = offsets[1]
+
+    @classmethod
+    def start(cls, file: Path, inventory: Inventory, processes: int) -> _SharedFile:
+        offsets = line_starts(file, processes)
+        workers = [Forked.start(partial(_read_share, file, start, stop), f"reading {file.name} [{start}, {stop})")
+                   for start, stop in pairwise(offsets[1:])]
+        return cls(file, inventory, offsets, workers)
+
+    def rest(self) -> tuple[Iterable[tuple[Any, Any]], dict[str, int]]:
+        taken: dict[str, int] = {}
+        for index, worker in enumerate(self.workers, start=1):
+            try:
+                share = worker.result()
+            except WorkerFailed:  # died (out of memory, killed): what it was to read is read here
+                share = None
+            if share is None:  # read here, from this range to the end, in order
+                self.stop()
+                return json_lines_range(self.file, self.offsets[index], self.offsets[-1]), taken
+            self.inventory.absorb_role_assignments(share)
+            taken[T_ROLE_ASSIGNMENT] = taken.get(T_ROLE_ASSIGNMENT, 0) + share.rows
+        self.workers = []
+        return (), taken
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.workers = []
+
+
+def _read_share(file: Path, start: int, stop: int) -> RoleAssignmentShare | None:
+    """In a worker: the role assignments of one range; None when the range holds anything else (a row of another
+    type, a row the loader skips, unusable input), which the run's process then reads itself."""
+    gc.disable()  # a short-lived process: nothing to collect
+    part, report = Inventory(), LoadReport()
+    try:
+        for row in rows_of_range(file, start, stop, report, {}):
+            if row["type"] != T_ROLE_ASSIGNMENT:
+                return None
+            part.add(row)
+    except SnapshotError:
+        return None
+    return None if report.skipped or part.notes else part.role_assignment_share()
 
 
 def collect_live(collector, progress: Progress, row_filter=None, beyond=None) -> Loaded:

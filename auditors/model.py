@@ -263,6 +263,18 @@ class RoleAssignment:
     condition: str
 
 
+@dataclass
+class RoleAssignmentShare:
+    """Role assignments read in another process (`Inventory.role_assignment_share`), in plain picklable form."""
+
+    assignments: list[tuple[str, str, str, str, str, str]]  # RoleAssignment's fields, in order
+    rows: int
+    role_assignment_count: int
+    never_pulling_assignments: int
+    unreadable_rows: int
+    unreadable: dict[tuple[str, str], list]
+
+
 @dataclass(slots=True)
 class Permission:
     actions: tuple[str, ...]
@@ -495,21 +507,45 @@ class Inventory:
     @classmethod
     def from_rows(cls, rows: Iterable[dict], progress=None) -> Inventory:
         inventory = cls()
+        inventory.add_rows(rows, progress)
+        inventory.finish()
+        return inventory
+
+    def add_rows(self, rows: Iterable[dict], progress=None) -> None:
         # What the inventory holds lives for the whole run and holds no cycles: the cyclic collector would only
         # rescan millions of objects again and again while they are built.
         collecting = gc.isenabled()
         gc.disable()
         try:
             for count, row in enumerate(rows, start=1):
-                inventory.add(row)
+                self.add(row)
                 if progress and count % 250_000 == 0:
                     progress(f"read {count:,} rows")
         finally:
             gc.freeze()
             if collecting:
                 gc.enable()
-        inventory.finish()
-        return inventory
+
+    def role_assignment_share(self) -> RoleAssignmentShare:
+        """What this inventory made of role assignment rows (and nothing else), for `absorb_role_assignments` in
+        another process: the rows of a share of a large file, read in parallel."""
+        return RoleAssignmentShare(
+            [(a.id, a.scope, a.principal_id, a.principal_type, a.role_guid, a.condition) for a in self._assignments],
+            self.row_counts.get(T_ROLE_ASSIGNMENT, 0), self.role_assignment_count, self.never_pulling_assignments,
+            self.unreadable_rows, dict(self._unreadable))
+
+    def absorb_role_assignments(self, share: RoleAssignmentShare) -> None:
+        """A share's role assignments, as if its rows had been added here, now."""
+        intern = sys.intern
+        for assignment_id, scope, principal_id, principal_type, role_guid, condition in share.assignments:
+            self._keep_assignment(RoleAssignment(assignment_id, intern(scope), principal_id, intern(principal_type),
+                                                 intern(role_guid), condition))
+        self.row_counts[T_ROLE_ASSIGNMENT] += share.rows
+        self.role_assignment_count += share.role_assignment_count
+        self.never_pulling_assignments += share.never_pulling_assignments
+        self.unreadable_rows += share.unreadable_rows
+        for key, (count, example) in share.unreadable.items():
+            self._unreadable.setdefault(key, [0, example])[0] += count
 
     def collected(self, row_type: str) -> bool:
         """Whether the snapshot holds any row of this type (absent types mean: not collected)."""
@@ -623,6 +659,10 @@ class Inventory:
             id=row_id, scope=scope, principal_id=principal_id.lower(), principal_type=sys.intern(principal_type),
             role_guid=role_guid, condition=condition if condition.__class__ is str else "",
         )
+        self._keep_assignment(assignment)
+
+    def _keep_assignment(self, assignment: RoleAssignment) -> None:
+        scope, principal_type = assignment.scope, assignment.principal_type
         if scope == ROOT_SCOPE or scope.startswith(MG_PREFIX):
             self.tenant_scope_authorization = True
         if principal_type in ("Group", "ForeignGroup") or principal_type.lower() in ("group", "foreigngroup"):

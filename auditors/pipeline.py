@@ -27,6 +27,7 @@ from auditors.changes import ChangeCounts, ChangeTracker, PreviousRun
 from auditors.durations import parse_lookback
 from auditors.engine import Evaluator
 from auditors.exemptions import ExemptionsError, ExemptionSet, load_exemptions
+from auditors.forking import processes_for
 from auditors.inputs import (
     BeyondResourceGraph,
     Loaded,
@@ -334,7 +335,7 @@ def _load(request: RunRequest, services: Services, recorder: RowRecorder | None,
     if request.source == "demo":
         return load_snapshot(demo_path(), say, record_rows)
     if request.source == "snapshot":
-        return load_snapshot(request.snapshot, say, record_rows)
+        return load_snapshot(request.snapshot, say, record_rows, processes_for(services.settings.workers))
     if request.collector is None:
         services.check_arm_credential()
     collector = request.collector or services.resource_graph(**request.collector_options)

@@ -22,23 +22,21 @@ from typing import Any
 
 from auditors.changes import ChangeCounts, ChangeTracker
 from auditors.engine import Evaluator
-from auditors.forking import Forked, WorkerFailed, fork_allowed, usable_cpus
+from auditors.forking import Forked, WorkerFailed, processes_for
 from auditors.sinks.base import FindingSink, SinkStats, abort_all, close_all, deliver, feed
 
 __all__ = ["WorkerFailed", "evaluate_and_deliver", "process_count"]
-MAX_AUTO_PROCESSES = 8
 CLUSTERS_PER_PROCESS = 2_000  # below this many clusters per process, forking costs more than it saves
 
 
 def process_count(requested: int, clusters: int, sinks: list[FindingSink]) -> int:
-    """How many processes evaluate: `requested` (0: one per CPU this process may use, up to
-    MAX_AUTO_PROCESSES, and no more than CLUSTERS_PER_PROCESS clusters each), 1 where forking is unsafe or
-    a sink cannot take parts."""
-    if requested == 1 or not fork_allowed() or not all(hasattr(sink, "part") for sink in sinks):
+    """How many processes evaluate: `requested` (0: one per CPU, as `processes_for`, with at least
+    CLUSTERS_PER_PROCESS clusters each), never more than there are clusters; 1 where forking is unsafe or a sink
+    cannot take parts."""
+    if not all(hasattr(sink, "part") for sink in sinks):
         return 1
-    if requested == 0:
-        return max(1, min(usable_cpus(), MAX_AUTO_PROCESSES, clusters // CLUSTERS_PER_PROCESS))
-    return max(1, min(requested, clusters))
+    wanted = processes_for(requested)
+    return max(1, min(wanted, clusters // CLUSTERS_PER_PROCESS if requested == 0 else clusters))
 
 
 @dataclass

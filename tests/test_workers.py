@@ -1,5 +1,6 @@
-"""Evaluating in several processes gives what one process gives, byte for byte; a failing or killed worker fails
-the run and leaves the previous output as it was.
+"""Loading and evaluating in several processes gives what one process gives, byte for byte; a failing or killed
+evaluation worker fails the run and leaves the previous output as it was; a load worker that cannot read its
+share leaves it to the run's process, with the same rows, messages and line numbers.
 
 Runs go through the real CLI in a subprocess: a fork needs a process without other threads, which the test
 runner (with its emulator threads) is not.
@@ -33,6 +34,9 @@ def estate(tmp_path_factory) -> Path:
     generate(folder, clusters=240, registries=60, role_assignments=4000, subscriptions=30, seed=11)
     (folder.parent / "exemptions.yaml").write_text(EXEMPTIONS)
     return folder
+
+
+SPLIT_EVERY_FILE = "import auditors.inputs\nauditors.inputs.SHARED_FILE_BYTES = 1\n"
 
 
 def scan(snapshot: Path, out: Path, workers: int, *, prelude: str = "") -> subprocess.CompletedProcess:
@@ -155,6 +159,7 @@ def test_the_parent_failing_stops_its_workers_and_removes_their_parts(estate, tm
 @pytest.mark.parametrize(("requested", "clusters", "cpus", "threads", "partitioned", "expected"), [
     (0, 20_000, 2, 1, True, 2),  # auto: one per CPU
     (0, 20_000, 32, 1, True, 8),  # auto: at most 8
+    (0, 20_000, 1, 1, True, 1),  # auto on one CPU
     (0, 3 * CLUSTERS_PER_PROCESS, 8, 1, True, 3),  # auto: enough clusters for each
     (0, CLUSTERS_PER_PROCESS - 1, 8, 1, True, 1),  # auto: a small estate stays in one process
     (3, 10, 1, 1, True, 3),  # asked for: as asked, whatever the CPUs
@@ -185,3 +190,48 @@ def test_the_sinks_that_take_parts_are_the_local_ones():
 
     for sink in (ReportSink, EvidenceSink, LogAnalyticsSink):
         assert not hasattr(sink, "part")
+
+
+def test_every_file_read_in_three_processes_loads_what_one_process_loads(estate, tmp_path):
+    # Every JSON Lines file is cut in three: role assignment shares are read by the workers, shares of the other
+    # files (clusters, networks, Graph, Container Insights rows) are handed back and read by the run's process.
+    one = scan(estate, tmp_path / "one", 1, prelude=SPLIT_EVERY_FILE)
+    three = scan(estate, tmp_path / "three", 3, prelude=SPLIT_EVERY_FILE)
+    assert one.returncode == three.returncode == 0, three.stderr
+    assert "role_assignments.jsonl" in three.stderr and "in 3 processes" in three.stderr
+    assert "in 3 processes" not in one.stderr
+    assert outputs(tmp_path / "one") == outputs(tmp_path / "three")
+    assert _printed(one.stdout, str(tmp_path / "one")) == _printed(three.stdout, str(tmp_path / "three"))
+
+
+@pytest.mark.parametrize("damage", ["{not json", '["a", "list"]', '{"id": "/subscriptions/x/providers/'
+                                    'Microsoft.Authorization/roleAssignments/y"}'])
+def test_a_damaged_row_in_a_share_read_elsewhere_is_reported_as_one_process_reports_it(estate, tmp_path, damage):
+    import shutil
+
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(estate, snapshot)
+    shutil.copy(estate.parent / "exemptions.yaml", tmp_path / "exemptions.yaml")
+    lines = (snapshot / "role_assignments.jsonl").read_text().splitlines()
+    lines[len(lines) * 5 // 6] = damage  # in the last of three shares
+    (snapshot / "role_assignments.jsonl").write_text("\n".join(lines) + "\n")
+    one = scan(snapshot, tmp_path / "one", 1, prelude=SPLIT_EVERY_FILE)
+    three = scan(snapshot, tmp_path / "three", 3, prelude=SPLIT_EVERY_FILE)
+    assert one.returncode == three.returncode, three.stderr
+    if one.returncode != 2:  # a row the loader skips, or cannot read (a gap): the same notes, gaps and findings
+        notes = [[line for line in result.stderr.splitlines() if "skipped" in line] for result in (one, three)]
+        assert notes[0] == notes[1]
+        assert outputs(tmp_path / "one") == outputs(tmp_path / "three")
+        assert _printed(one.stdout, str(tmp_path / "one")) == _printed(three.stdout, str(tmp_path / "three"))
+    else:
+        assert one.stderr.splitlines()[-1] == three.stderr.splitlines()[-1]
+        assert f"role_assignments.jsonl: line {len(lines) * 5 // 6 + 1}:" in three.stderr
+
+
+def test_a_load_worker_that_dies_leaves_its_share_to_the_run(estate, tmp_path):
+    dying = SPLIT_EVERY_FILE + ("import os, signal\n"
+                                "auditors.inputs._read_share = lambda *args: os.kill(os.getpid(), signal.SIGKILL)\n")
+    one = scan(estate, tmp_path / "one", 1)
+    three = scan(estate, tmp_path / "three", 3, prelude=dying)
+    assert one.returncode == three.returncode == 0, three.stderr
+    assert outputs(tmp_path / "one") == outputs(tmp_path / "three")

@@ -13,10 +13,10 @@ its line. Files are capped in size, and symbolic links that leave the snapshot f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -105,27 +105,34 @@ def snapshot_files(path: Path, report: LoadReport | None = None) -> list[Path]:
     return files
 
 
-def iter_snapshot(path: str | Path, report: LoadReport | None = None) -> Iterator[dict]:
-    """Yield normalised rows from every file under `path`; raise SnapshotError on unusable input."""
+class SplitRead(Protocol):
+    """A large JSON Lines file read in byte ranges: this process reads up to `head_end`, other processes the rest
+    (see `auditors.inputs`)."""
+
+    head_end: int
+
+    def rest(self) -> tuple[Iterable[tuple[Any, Any]], dict[str, int]]:
+        """Once the head's rows are taken in: the raw rows this process must still read after it (a share that
+        could not be read elsewhere) and the rows per type already taken in from the other processes."""
+
+
+def iter_snapshot(path: str | Path, report: LoadReport | None = None,
+                  splits: dict[Path, SplitRead] | None = None) -> Iterator[dict]:
+    """Yield normalised rows from every file under `path`; raise SnapshotError on unusable input. A file in
+    `splits` is read here only up to its split; the rest comes from its `SplitRead`, at the same place in the
+    stream of rows."""
     report = report if report is not None else LoadReport()
     tables: dict[str, int] = {}  # rows per type, folded into rows per table at the end of each file
     for file in snapshot_files(Path(path), report):
         report.files += 1
-        yielded = 0
-        for where, raw in _raw_rows(file):
-            row_type = row_id = None
-            if raw.__class__ is dict:
-                row_type, row_id = raw.get("type"), raw.get("id")
-            if (row_type.__class__ is str and row_type.islower() and row_id.__class__ is str and row_id
-                    and raw.keys() <= _RESOURCE_GRAPH_KEYS):  # already in Resource Graph's shape: as parsed
-                yielded += 1
-                tables[row_type] = tables.get(row_type, 0) + 1
-                yield raw
-                continue
-            for row in _flatten(raw, where, report):
-                yielded += 1
-                tables[row["type"]] = tables.get(row["type"], 0) + 1
-                yield row
+        split = splits.get(file) if splits else None
+        yielded = yield from _normalised(_raw_rows(file, split.head_end if split else None), report, tables)
+        if split is not None:
+            raws, taken = split.rest()
+            yielded += yield from _normalised(raws, report, tables)
+            for row_type, count in taken.items():
+                tables[row_type] = tables.get(row_type, 0) + count
+                yielded += count
         report.rows += yielded
         for row_type, count in tables.items():
             table = table_of(row_type)
@@ -140,6 +147,79 @@ def iter_snapshot(path: str | Path, report: LoadReport | None = None) -> Iterato
         raise SnapshotError(f"{path}: empty snapshot: no resource rows in {report.files} file(s)")
 
 
+def _normalised(raws: Iterable[tuple[Any, Any]], report: LoadReport, tables: dict[str, int]):
+    """Rows in Resource Graph's spelling, counted per type in `tables`; returns how many were yielded."""
+    yielded = 0
+    for where, raw in raws:
+        row_type = row_id = None
+        if raw.__class__ is dict:
+            row_type, row_id = raw.get("type"), raw.get("id")
+        if (row_type.__class__ is str and row_type.islower() and row_id.__class__ is str and row_id
+                and raw.keys() <= _RESOURCE_GRAPH_KEYS):  # already in Resource Graph's shape: as parsed
+            yielded += 1
+            tables[row_type] = tables.get(row_type, 0) + 1
+            yield raw
+            continue
+        for row in _flatten(raw, where, report):
+            yielded += 1
+            tables[row["type"]] = tables.get(row["type"], 0) + 1
+            yield row
+    return yielded
+
+
+def rows_of_range(file: Path, start: int, stop: int, report: LoadReport, tables: dict[str, int]) -> Iterator[dict]:
+    """The rows of one byte range of a JSON Lines file (from a line start to a line start), as `iter_snapshot`
+    yields them."""
+    return _normalised(json_lines_range(file, start, stop), report, tables)
+
+
+def line_starts(file: Path, parts: int) -> list[int]:
+    """Byte offsets that cut a file into `parts` ranges of about equal size, each at the start of a line:
+    [0, ..., size]."""
+    size = file.stat().st_size
+    offsets = [0]
+    with file.open("rb") as handle:
+        for part in range(1, parts):
+            handle.seek(max(size * part // parts, offsets[-1]))
+            handle.readline()  # to the end of the line the cut fell in
+            offsets.append(min(handle.tell(), size))
+    offsets.append(size)
+    return sorted(set(offsets))
+
+
+def json_lines_range(file: Path, start: int, stop: int) -> Iterator[tuple[Any, Any]]:
+    """Raw records of the lines in [start, stop), numbered as in the whole file."""
+    try:
+        with file.open("rb") as handle:
+            first_line = 1 + _count_lines(handle, start)
+            handle.seek(start)
+            yield from _json_lines(file, enumerate(_lines_until(handle, stop - start), start=first_line))
+    except OSError as exc:
+        raise SnapshotError(f"{file}: cannot read: {exc.strerror or exc}") from None
+
+
+def _count_lines(handle, length: int) -> int:
+    handle.seek(0)
+    count = 0
+    while length > 0:
+        block = handle.read(min(length, 16 * 1024 * 1024))
+        if not block:
+            break
+        count += block.count(b"\n")
+        length -= len(block)
+    return count
+
+
+def _lines_until(handle, length: int) -> Iterator[bytes]:
+    if length <= 0:
+        return
+    for line in handle:
+        yield line
+        length -= len(line)
+        if length <= 0:
+            return
+
+
 def _is_empty_document(file: Path) -> bool:
     try:
         text = file.read_bytes().decode("utf-8-sig", errors="replace").strip()
@@ -151,9 +231,9 @@ def _is_empty_document(file: Path) -> bool:
 _BOM = b"\xef\xbb\xbf"
 
 
-def _raw_rows(file: Path) -> Iterator[tuple[str, Any]]:
+def _raw_rows(file: Path, stop: int | None = None) -> Iterator[tuple[str, Any]]:
     if file.suffix.lower() in STREAMED_SUFFIXES:
-        yield from _lines_of(file)
+        yield from _lines_of(file, stop)
         return
     try:
         size = file.stat().st_size
@@ -181,10 +261,10 @@ def _reason(exc: orjson.JSONDecodeError) -> str:
     return str(exc.msg).split(": line ")[0]
 
 
-def _lines_of(file: Path) -> Iterator[tuple[str | tuple[Path, int], Any]]:
+def _lines_of(file: Path, stop: int | None = None) -> Iterator[tuple[str | tuple[Path, int], Any]]:
     try:
         with file.open("rb") as handle:
-            yield from _json_lines(file, enumerate(handle, start=1))
+            yield from _json_lines(file, enumerate(handle if stop is None else _lines_until(handle, stop), start=1))
     except OSError as exc:
         raise SnapshotError(f"{file}: cannot read: {exc.strerror or exc}") from None
 
