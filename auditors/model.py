@@ -263,6 +263,10 @@ class RoleAssignment:
     condition: str
 
 
+def _is_group(principal_type: str) -> bool:
+    return principal_type in ("Group", "ForeignGroup") or principal_type.lower() in ("group", "foreigngroup")
+
+
 @dataclass
 class RoleAssignmentShare:
     """Role assignments read in another process (`Inventory.role_assignment_share`), in plain picklable form."""
@@ -537,9 +541,16 @@ class Inventory:
     def absorb_role_assignments(self, share: RoleAssignmentShare) -> None:
         """A share's role assignments, as if its rows had been added here, now."""
         intern = sys.intern
-        for assignment_id, scope, principal_id, principal_type, role_guid, condition in share.assignments:
-            self._keep_assignment(RoleAssignment(assignment_id, intern(scope), principal_id, intern(principal_type),
-                                                 intern(role_guid), condition))
+        made = [RoleAssignment(assignment_id, intern(scope), principal_id, intern(principal_type), intern(role_guid),
+                               condition)
+                for assignment_id, scope, principal_id, principal_type, role_guid, condition in share.assignments]
+        self._assignments.extend(made)
+        by_scope = self.group_assignments_by_scope
+        for assignment in made:
+            if _is_group(assignment.principal_type):
+                by_scope[assignment.scope].append(assignment)
+        if not self.tenant_scope_authorization:
+            self.tenant_scope_authorization = any(a.scope == ROOT_SCOPE or a.scope.startswith(MG_PREFIX) for a in made)
         self.row_counts[T_ROLE_ASSIGNMENT] += share.rows
         self.role_assignment_count += share.role_assignment_count
         self.never_pulling_assignments += share.never_pulling_assignments
@@ -662,10 +673,10 @@ class Inventory:
         self._keep_assignment(assignment)
 
     def _keep_assignment(self, assignment: RoleAssignment) -> None:
-        scope, principal_type = assignment.scope, assignment.principal_type
+        scope = assignment.scope
         if scope == ROOT_SCOPE or scope.startswith(MG_PREFIX):
             self.tenant_scope_authorization = True
-        if principal_type in ("Group", "ForeignGroup") or principal_type.lower() in ("group", "foreigngroup"):
+        if _is_group(assignment.principal_type):
             self.group_assignments_by_scope[scope].append(assignment)
         self._assignments.append(assignment)
 

@@ -113,7 +113,9 @@ def _rows_without_times(files: dict[str, str]) -> list[dict]:
     for row in rows:
         for column in ("FirstSeen", "LastSeen"):
             row.pop(column, None)
-        row["Message"] = row.get("Message", "").split(" on 20")[0]  # "Last known: Fail on <first run's time>"
+        # "Last known: Fail on <the first run's time>" (masked as "<this run>" when both runs began in one second)
+        row["Message"] = re.sub(r" on (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ|<this run>)", " on <time>",
+                                row.get("Message", ""))
     return rows
 
 

@@ -13,8 +13,10 @@ its line. Files are capped in size, and symbolic links that leave the snapshot f
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -173,15 +175,17 @@ def rows_of_range(file: Path, start: int, stop: int, report: LoadReport, tables:
     return _normalised(json_lines_range(file, start, stop), report, tables)
 
 
-def line_starts(file: Path, parts: int) -> list[int]:
-    """Byte offsets that cut a file into `parts` ranges of about equal size, each at the start of a line:
-    [0, ..., size]."""
+def line_starts(file: Path, parts: int, first: int | None = None) -> list[int]:
+    """Byte offsets that cut a file into `parts` ranges, each at the start of a line: [0, ..., size]. The first
+    range ends near byte `first` (default: all about equal) and the others share the rest equally."""
     size = file.stat().st_size
+    first = size // parts if first is None else max(0, min(first, size))
+    cuts = [first + (size - first) * part // (parts - 1) for part in range(parts - 1)] if parts > 1 else []
     offsets = [0]
     with file.open("rb") as handle:
-        for part in range(1, parts):
-            handle.seek(max(size * part // parts, offsets[-1]))
-            handle.readline()  # to the end of the line the cut fell in
+        for cut in cuts:
+            handle.seek(max(cut - 1, offsets[-1]))
+            handle.readline()  # to the end of the line the cut fell in (a cut at a line start stays)
             offsets.append(min(handle.tell(), size))
     offsets.append(size)
     return sorted(set(offsets))
@@ -211,13 +215,20 @@ def _count_lines(handle, length: int) -> int:
 
 
 def _lines_until(handle, length: int) -> Iterator[bytes]:
-    if length <= 0:
-        return
-    for line in handle:
-        yield line
-        length -= len(line)
-        if length <= 0:
+    """The lines of the next `length` bytes (which end at a line end), read a block of whole lines at a time."""
+    return chain.from_iterable(_blocks_until(handle, length))
+
+
+def _blocks_until(handle, length: int) -> Iterator[list[bytes]]:
+    while length > 0:
+        block = handle.readlines(min(length, 4 * 1024 * 1024))
+        if not block:
             return
+        ends = list(accumulate(map(len, block)))
+        if ends[-1] > length:
+            block = block[:bisect_left(ends, length) + 1]
+        yield block
+        length -= ends[-1]
 
 
 def _is_empty_document(file: Path) -> bool:
