@@ -237,3 +237,23 @@ def test_a_load_worker_that_dies_leaves_its_share_to_the_run(estate, tmp_path):
     three = scan(estate, tmp_path / "three", 3, prelude=dying)
     assert one.returncode == three.returncode == 0, three.stderr
     assert outputs(tmp_path / "one") == outputs(tmp_path / "three")
+
+
+@pytest.mark.parametrize("kernel_copy", ["works", "refused", "missing"])
+def test_a_part_is_appended_after_what_was_written_whatever_the_kernel_offers(tmp_path, monkeypatch, kernel_copy):
+    from auditors.sinks import local
+
+    if kernel_copy == "refused":
+        def refuse(*_args):
+            raise OSError(18, "Invalid cross-device link")
+        monkeypatch.setattr(os, "copy_file_range", refuse, raising=False)
+    elif kernel_copy == "missing":
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
+    (tmp_path / "part").write_bytes(b"part line\n" * 50_000)
+    with (tmp_path / "target").open("wb") as target:
+        target.write(b"head\n")
+        target.flush()
+        with (tmp_path / "part").open("rb") as source:
+            local._append(source, target)
+        target.write(b"tail\n")
+    assert (tmp_path / "target").read_bytes() == b"head\n" + b"part line\n" * 50_000 + b"tail\n"
