@@ -133,11 +133,11 @@ def load_snapshot(snapshot: str | Path, progress: Progress, row_filter=None, pro
 
 # A JSON Lines file this large is read by several processes (a tenant's role assignments: most of a snapshot).
 SHARED_FILE_BYTES = 64 * 1024 * 1024
-# The run's process also reads every other file, and takes in what the workers read. Measured on the synthetic
-# estate: a byte of the other files (clusters, networks: rows made into rich objects) costs about 3 bytes of role
-# assignment rows, taking in a worker's byte about 0.1. The run's share of a large file is made smaller by that,
-# so that it and the workers finish together.
-OTHER_FILES_WEIGHT, TAKING_IN_WEIGHT = 3.0, 0.1
+# The run's process also reads every other file, and takes in what the workers read; a worker also makes and
+# sends its share. Measured on the synthetic estate: a byte of the other files costs about as much as a byte of
+# role assignment rows, a worker's byte 1.25 of the run's own, taking one in 0.1. The run's share of a large file
+# is sized by these so that it and the workers finish together.
+OTHER_FILES_WEIGHT, WORKER_WEIGHT, TAKING_IN_WEIGHT = 1.0, 1.25, 0.1
 
 
 def _shared_files(snapshot: str | Path, inventory: Inventory, processes: int) -> dict[Path, _SharedFile]:
@@ -147,9 +147,11 @@ def _shared_files(snapshot: str | Path, inventory: Inventory, processes: int) ->
         return {}
     sizes = {f: f.stat().st_size for f in files}
     big, other = sum(sizes[f] for f in shared), sum(sizes[f] for f in files if f not in shared) * OTHER_FILES_WEIGHT
-    # Each process's work equal: other + heads + TAKING_IN_WEIGHT * (big - heads) = (big - heads) / (processes - 1)
+    # Equal work: other + heads + TAKING_IN_WEIGHT * (big - heads) = WORKER_WEIGHT * (big - heads) / workers
     workers = processes - 1
-    heads = max(0.1 * big, (big - workers * (other + TAKING_IN_WEIGHT * big)) / (1 + workers * (1 - TAKING_IN_WEIGHT)))
+    heads = (WORKER_WEIGHT * big / workers - other - TAKING_IN_WEIGHT * big) / \
+        (1 - TAKING_IN_WEIGHT + WORKER_WEIGHT / workers)
+    heads = min(max(heads, 0.05 * big), big)
     return {file: _SharedFile.start(file, inventory, processes, int(sizes[file] * heads / big)) for file in shared}
 
 

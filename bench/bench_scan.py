@@ -229,7 +229,7 @@ def report(args, work: Path, estate: Path) -> int:
     scan_ratio = [s / b for s, b in zip(scan_s, parse_s, strict=True)]
     load_ratio = [s / b for s, b in zip(load_s, parse_s, strict=True)]
     held = [b["held_mib"] for b in baselines]
-    peaks = [s["peak_mib"] + s["workers_peak_mib"] for s in scans]  # every process of the scan, shared pages twice
+    peaks = [_memory(s) for s in scans]  # every process of the scan, the pages they share counted twice
     memory_ratio = [p / h for p, h in zip(peaks, held, strict=True)]
     rate = median([b["rows"] for b in baselines]) / median(parse_s)
     holding = spread([b["hold_seconds"] for b in baselines])
@@ -287,6 +287,10 @@ def report(args, work: Path, estate: Path) -> int:
     return 0 if scan["status"] == "Succeeded" else 1
 
 
+def _memory(result: dict) -> float:
+    return result["peak_mib"] + result["workers_peak_mib"]
+
+
 def growth(args, work: Path, estate: Path, full: dict, targets: Targets) -> None:
     repeat = max(1, args.repeat)
     header(f"growth (every size option scaled; median of {repeat} scan(s) each; the 1x row is the median above)")
@@ -300,16 +304,16 @@ def growth(args, work: Path, estate: Path, full: dict, targets: Targets) -> None
             result = sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
         rows.append((divisor, result))
     print(f"  {'size':>5} {'rows':>11} {'seconds':>9} {'s per M rows':>13} {'peak MiB':>9} {'time exp':>9} "
-          f"{'memory exp':>11}")
+          f"{'memory exp':>11}  (peak: the run's process plus its largest worker; processes as chosen by default)")
     previous = None
     for divisor, result in rows:
         time_exp = memory_exp = ""
         if previous is not None:
             grown = math.log(result["rows"] / previous["rows"])
             time_exp = f"{math.log(result['seconds'] / previous['seconds']) / grown:.2f}"
-            memory_exp = f"{math.log(result['peak_mib'] / previous['peak_mib']) / grown:.2f}"
+            memory_exp = f"{math.log(_memory(result) / _memory(previous)) / grown:.2f}"
         print(f"  {'1/' + str(divisor) if divisor > 1 else '1':>5} {result['rows']:>11,} {result['seconds']:>9.2f} "
-              f"{result['seconds'] / (result['rows'] / 1e6):>13.2f} {result['peak_mib']:>9,.0f} {time_exp:>9} "
+              f"{result['seconds'] / (result['rows'] / 1e6):>13.2f} {_memory(result):>9,.0f} {time_exp:>9} "
               f"{memory_exp:>11}")
         previous = result
     # The slope of log(seconds) over log(rows) across all sizes (least squares): one noisy run moves a step's
