@@ -16,6 +16,9 @@ from auditors.rules.context import ClusterContext, Environment, PairContext, Reg
 from auditors.rules.exemption_expiry import ExemptionContext
 
 Progress = Callable[[str], None]
+# A registry's findings cost about a fifth of a cluster's with its pairs (measured on the synthetic estate): shares
+# of the evaluation (auditors.workers) are cut so that the first, which has the registries, is not the slowest.
+REGISTRY_WEIGHT = 0.2
 
 
 def _moment(inventory: Inventory) -> datetime:
@@ -73,7 +76,12 @@ class Evaluator:
             for registry in self.inventory.registries.values():
                 yield from self._registry(registry)
         clusters = list(self.inventory.clusters.values())
-        first, end = len(clusters) * index // shares, len(clusters) * (index + 1) // shares
+        registries = REGISTRY_WEIGHT * len(self.inventory.registries)  # in clusters' worth of work
+
+        def cut(share: int) -> int:  # the first cluster of this share: every share about the same work
+            return min(len(clusters), max(0, round((len(clusters) + registries) * share / shares - registries)))
+
+        first, end = cut(index), cut(index + 1)
         total, last_report = end - first, time.monotonic()
         whose = "" if shares == 1 else f" (this process's share; {shares - 1} more in parallel)"
         for done, cluster in enumerate(clusters[first:end], start=1):

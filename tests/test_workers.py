@@ -257,3 +257,24 @@ def test_a_part_is_appended_after_what_was_written_whatever_the_kernel_offers(tm
             local._append(source, target)
         target.write(b"tail\n")
     assert (tmp_path / "target").read_bytes() == b"head\n" + b"part line\n" * 50_000 + b"tail\n"
+
+
+@pytest.mark.parametrize("shares", [1, 2, 3, 5, 40])
+def test_the_shares_in_order_then_the_tail_are_the_whole_run(shares):
+    from auditors.engine import Evaluator
+    from tests.helpers import demo_config, demo_rows, evaluate
+
+    whole = evaluate(demo_rows(), demo_config())
+    evaluator = Evaluator(_demo_inventory(), demo_config(), run_id="r", time_generated="t")
+    parts = [[f.FindingId for f in evaluator.share(index, shares)] for index in range(shares)]
+    assert [i for part in parts for i in part] + [f.FindingId for f in evaluator.tail()] == \
+        [f.FindingId for f in whole]
+    assert evaluator.pair_count == len({(f.ClusterId, f.RegistryId or f.RegistryName) for f in whole
+                                        if f.RuleId == "AKS-ACR-000"})
+
+
+def _demo_inventory():
+    from auditors.model import Inventory
+    from tests.helpers import _as_loaded, demo_rows
+
+    return Inventory.from_rows(_as_loaded(r) for r in demo_rows())
