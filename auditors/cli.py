@@ -107,8 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--evidence", action="store_true", default=None,
                       help="write the evidence archive (on by default with --sink log-analytics)")
     scan.add_argument("--workers", type=_bounded(0, 64), metavar="N",
-                      help="processes evaluating findings (AUDIT_WORKERS; default 0: one per CPU, up to 8, on "
-                           "large estates; 1: only this one); local output only")
+                      help="processes reading large snapshot files and evaluating (AUDIT_WORKERS; default 0: one "
+                           "per CPU, up to 8, on large estates; 1: only this one)")
     scan.add_argument("--report", action="append", choices=REPORT_FORMATS, metavar="FORMAT",
                       help="also write report.html, report.md or summary.json beside the findings; repeatable")
     _add_collection_options(scan)
