@@ -331,7 +331,7 @@ def apply_sources(inventory: Inventory, sources: dict[str, dict], permissions: d
     inventory.permissions.update({k: v for k, v in permissions.items() if isinstance(k, str)})
     graph = sources.get("microsoftGraph") or {}
     inventory.permissions.update(graph.get("permissions") or {})
-    for reason in graph.get("gaps") or []:
+    for reason in (graph.get("gaps") or []) + ([graph["skipped"]] if graph.get("skipped") else []):
         inventory.gaps.append(Gap("microsoft_graph", (T_GRAPH_GROUP, T_GRAPH_SERVICE_PRINCIPAL, T_GRAPH_APPLICATION),
                                   frozenset(), str(reason)))
     deny = sources.get("denyAssignments") or {}

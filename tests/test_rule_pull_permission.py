@@ -232,3 +232,18 @@ def test_unrecognised_role_assignment_mode_is_unknown():
     row(rows, "acrcontososhared")["properties"]["roleAssignmentMode"] = "SomeFutureMode"
     finding = check(rows, "aks-payments-prod", "acrcontososhared")
     assert finding.Status == "Unknown" and "SomeFutureMode" in finding.Message
+
+
+def test_a_group_grant_left_undecided_by_a_rejected_graph_credential_says_so():
+    from tests.helpers import build_demo
+
+    manifest = build_demo.manifest()
+    rejected = "microsoftGraph: the credential was rejected: (InvalidAuthenticationToken) Access token has expired"
+    manifest["coverage"]["sources"]["microsoftGraph"] = {"skipped": rejected}
+    manifest["coverage"]["permissions"] = {**manifest["coverage"].get("permissions", {}), "microsoftGraph": False}
+    for name in ("GroupMember.Read.All", "Application.Read.All"):
+        manifest["coverage"]["permissions"].pop(name, None)
+    finding = verdict(evaluate(without_graph(demo_rows()), demo_config(), manifest), RULE, "aks-orders-dr",
+                      "acrcontososhared")
+    assert finding.Status == "Unknown"
+    assert "the credential was rejected" in finding.Message and "not queried" not in finding.Message

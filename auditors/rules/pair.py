@@ -6,6 +6,7 @@ from auditors import network, rbac
 from auditors.arm import norm_id
 from auditors.model import (
     T_DNS_LINK,
+    T_GRAPH_GROUP,
     T_NAT_GATEWAY,
     T_PRIVATE_ENDPOINT,
     T_PUBLIC_IP,
@@ -37,8 +38,11 @@ def _grant_list(grants: list[rbac.Grant]) -> list[dict]:
 
 def _group_reason(ctx: PairContext, groups: list[str]) -> str:
     permitted = ctx.inventory.permissions.get("GroupMember.Read.All")
+    unread = ctx.inventory.missing([T_GRAPH_GROUP], None)
     if permitted is False:
         why = "the auditor's identity lacks the Microsoft Graph permission GroupMember.Read.All, which decides them"
+    elif unread:
+        why = f"Microsoft Graph could not be read ({unread[0].reason})"
     elif "GroupMember.Read.All" not in ctx.inventory.permissions:
         why = "Microsoft Graph was not queried for their members (a live run with GroupMember.Read.All decides them)"
     else:
