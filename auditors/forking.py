@@ -52,7 +52,12 @@ class Forked:
     @classmethod
     def start(cls, work: Callable[[], Any], what: str) -> Forked:
         reader, writer = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no process to be had (EAGAIN, ENOMEM): the caller's run fails, no descriptor left open
+            os.close(reader)
+            os.close(writer)
+            raise
         if pid == 0:  # the child: never returns into the caller's code (its cleanup is the parent's)
             code = 1
             try:

@@ -76,9 +76,6 @@ class Summary:
         self.pairs.update(share.pairs)
         self.undecided_groups.update(share.undecided_groups)
 
-    def discard_parts(self) -> None:
-        pass
-
     def total(self, status: Status) -> int:
         return sum(c[status] for c in self.counts.values())
 

@@ -22,10 +22,9 @@ from typing import Any
 
 from auditors.changes import ChangeCounts, ChangeTracker
 from auditors.engine import Evaluator
-from auditors.forking import Forked, WorkerFailed, processes_for
+from auditors.forking import Forked, processes_for
 from auditors.sinks.base import FindingSink, SinkStats, abort_all, close_all, deliver, feed
 
-__all__ = ["WorkerFailed", "evaluate_and_deliver", "process_count"]
 CLUSTERS_PER_PROCESS = 2_000  # below this many clusters per process, forking costs more than it saves
 
 
@@ -58,9 +57,9 @@ def evaluate_and_deliver(evaluator: Evaluator, tracker: ChangeTracker, sinks: li
         return deliver(tracker.annotate(evaluator.run()), sinks)
     workers: list[Forked] = []
     try:
-        workers = [Forked.start(partial(_evaluate_share, evaluator, tracker, sinks, index, processes),
-                                f"worker process for share {index + 1} of {processes}")
-                   for index in range(1, processes)]
+        for index in range(1, processes):  # one at a time: if a fork fails, those started are stopped below
+            workers.append(Forked.start(partial(_evaluate_share, evaluator, tracker, sinks, index, processes),
+                                        f"worker process for share {index + 1} of {processes}"))
         feed(tracker.mark(evaluator.share(0, processes)), sinks)
         for worker in workers:
             done = worker.result()
@@ -75,9 +74,7 @@ def evaluate_and_deliver(evaluator: Evaluator, tracker: ChangeTracker, sinks: li
     except BaseException:
         for worker in workers:
             worker.stop()
-        abort_all(sinks)
-        for sink in sinks:
-            sink.discard_parts()
+        abort_all(sinks)  # a sink's abort also removes the parts its workers left
         raise
     return close_all(sinks)
 

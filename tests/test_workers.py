@@ -185,7 +185,7 @@ def test_how_many_processes_evaluate(monkeypatch, requested, clusters, cpus, thr
 
 def test_the_sinks_that_take_parts_are_the_local_ones():
     for sink in (Summary, LocalFilesSink):
-        assert all(hasattr(sink, method) for method in ("part", "absorb", "discard_parts"))
+        assert all(hasattr(sink, method) for method in ("part", "absorb"))
     from auditors.reports import ReportSink
     from auditors.sinks.evidence import EvidenceSink
     from auditors.sinks.log_analytics import LogAnalyticsSink

@@ -63,10 +63,8 @@ class PartitionedSink(FindingSink, Protocol):
         """Called in worker process `index` (1, 2, ...): a part for its share."""
 
     def absorb(self, finished: Any) -> None:
-        """In the run's own process, parts in order: take over what a part's `finish` returned."""
-
-    def discard_parts(self) -> None:
-        """The run failed: remove what parts may have left (a worker killed mid-write included)."""
+        """In the run's own process, parts in order: take over what a part's `finish` returned. (`abort` also
+        removes what parts may have left, a worker killed mid-write included.)"""
 
 
 def encoded_batches(findings: Iterable[Finding], size: int = BATCH) -> Iterator[list[EncodedFinding]]:

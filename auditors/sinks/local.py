@@ -72,7 +72,7 @@ class LocalFilesSink:
         self.stats.rows += rows
         self.stats.bytes += size
 
-    def discard_parts(self) -> None:
+    def _discard_parts(self) -> None:
         for path in self.paths:
             for part in self.folder.glob(f".{path.name}.{self.run_id}.part*.tmp"):
                 part.unlink(missing_ok=True)
@@ -93,7 +93,7 @@ class LocalFilesSink:
                 handle.close()
         for temporary in self._temporary:
             temporary.unlink(missing_ok=True)
-        self.discard_parts()
+        self._discard_parts()
 
 
 def _write_lines(batch: list[EncodedFinding], jsonl, csv, csv_lines: CsvLines) -> int:
