@@ -40,8 +40,8 @@ from auditors.sources.snapshot import (
     json_lines_range,
     line_starts,
     normalise_row,
-    rows_of_range,
     snapshot_files,
+    unnumbered_rows_of_range,
 )
 
 Progress = Callable[[str], None]
@@ -103,10 +103,12 @@ def load_snapshot(snapshot: str | Path, progress: Progress, row_filter=None, pro
     progress(f"reading snapshot {snapshot}")
     manifest = read_manifest(snapshot)  # read first: a malformed manifest stops the run before any work
     inventory = Inventory()
-    splits = _shared_files(snapshot, inventory, processes) if processes > 1 and row_filter is None else {}
-    if splits:
-        progress(f"reading {', '.join(f.name for f in splits)} in {processes} processes")
+    splits: dict[Path, _SharedFile] = {}
     try:
+        if processes > 1 and row_filter is None:
+            _share_large_files(snapshot, inventory, processes, splits)
+        if splits:
+            progress(f"reading {', '.join(f.name for f in splits)} in {processes} processes")
         rows = iter_snapshot(snapshot, load, splits)
         inventory.add_rows(row_filter(rows) if row_filter else rows, progress=progress)
     finally:
@@ -140,19 +142,22 @@ SHARED_FILE_BYTES = 64 * 1024 * 1024
 OTHER_FILES_WEIGHT, WORKER_WEIGHT, TAKING_IN_WEIGHT = 1.0, 1.25, 0.1
 
 
-def _shared_files(snapshot: str | Path, inventory: Inventory, processes: int) -> dict[Path, _SharedFile]:
-    files = snapshot_files(Path(snapshot))
-    shared = [f for f in files if f.suffix.lower() in STREAMED_SUFFIXES and f.stat().st_size >= SHARED_FILE_BYTES]
+def _share_large_files(snapshot: str | Path, inventory: Inventory, processes: int,
+                       splits: dict[Path, _SharedFile]) -> None:
+    """Start the workers of each large JSON Lines file, into `splits` as they start (so the caller stops them
+    whatever fails)."""
+    sizes = {f: f.stat().st_size for f in snapshot_files(Path(snapshot))}
+    shared = [f for f, size in sizes.items() if f.suffix.lower() in STREAMED_SUFFIXES and size >= SHARED_FILE_BYTES]
     if not shared:
-        return {}
-    sizes = {f: f.stat().st_size for f in files}
-    big, other = sum(sizes[f] for f in shared), sum(sizes[f] for f in files if f not in shared) * OTHER_FILES_WEIGHT
+        return
+    big, other = sum(sizes[f] for f in shared), sum(sizes[f] for f in sizes if f not in shared) * OTHER_FILES_WEIGHT
     # Equal work: other + heads + TAKING_IN_WEIGHT * (big - heads) = WORKER_WEIGHT * (big - heads) / workers
     workers = processes - 1
     heads = (WORKER_WEIGHT * big / workers - other - TAKING_IN_WEIGHT * big) / \
         (1 - TAKING_IN_WEIGHT + WORKER_WEIGHT / workers)
     heads = min(max(heads, 0.05 * big), big)
-    return {file: _SharedFile.start(file, inventory, processes, int(sizes[file] * heads / big)) for file in shared}
+    for file in shared:
+        splits[file] = _SharedFile(file, inventory, line_starts(file, processes, int(sizes[file] * heads / big)))
 
 
 class _SharedFile:
@@ -162,16 +167,17 @@ class _SharedFile:
     other row, a row the loader would skip, or an error is read again here, so rows, messages and line numbers
     are what one process reading the file makes."""
 
-    def __init__(self, file: Path, inventory: Inventory, offsets: list[int], workers: list[Forked]) -> None:
-        self.file, self.inventory, self.offsets, self.workers = file, inventory, offsets, workers
+    def __init__(self, file: Path, inventory: Inventory, offsets: list[int]) -> None:
+        self.file, self.inventory, self.offsets = file, inventory, offsets
         self.head_end = offsets[1]
-
-    @classmethod
-    def start(cls, file: Path, inventory: Inventory, processes: int, head: int) -> _SharedFile:
-        offsets = line_starts(file, processes, head)
-        workers = [Forked.start(partial(_read_share, file, start, stop), f"reading {file.name} [{start}, {stop})")
-                   for start, stop in pairwise(offsets[1:])]
-        return cls(file, inventory, offsets, workers)
+        self.workers: list[Forked] = []
+        try:
+            for start, stop in pairwise(offsets[1:]):
+                self.workers.append(Forked.start(partial(_read_share, file, start, stop),
+                                                 f"reading {file.name} [{start}, {stop})"))
+        except BaseException:  # a fork failed: no worker is left behind
+            self.stop()
+            raise
 
     def rest(self) -> tuple[Iterable[tuple[Any, Any]], dict[str, int]]:
         taken: dict[str, int] = {}
@@ -200,7 +206,7 @@ def _read_share(file: Path, start: int, stop: int) -> RoleAssignmentShare | None
     gc.disable()  # a short-lived process: nothing to collect
     part, report = Inventory(), LoadReport()
     try:
-        for row in rows_of_range(file, start, stop, report, {}):
+        for row in unnumbered_rows_of_range(file, start, stop, report, {}):
             if row["type"] != T_ROLE_ASSIGNMENT:
                 return None
             part.add(row)

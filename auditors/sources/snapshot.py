@@ -169,10 +169,12 @@ def _normalised(raws: Iterable[tuple[Any, Any]], report: LoadReport, tables: dic
     return yielded
 
 
-def rows_of_range(file: Path, start: int, stop: int, report: LoadReport, tables: dict[str, int]) -> Iterator[dict]:
-    """The rows of one byte range of a JSON Lines file (from a line start to a line start), as `iter_snapshot`
-    yields them."""
-    return _normalised(json_lines_range(file, start, stop), report, tables)
+def unnumbered_rows_of_range(file: Path, start: int, stop: int, report: LoadReport,
+                             tables: dict[str, int]) -> Iterator[dict]:
+    """The rows of one byte range of a JSON Lines file (from a line start after the first line to a line start),
+    as `iter_snapshot` yields them, without counting the lines before it: for a reader that never reports where
+    a row is (the parallel load's workers hand a share with any problem back to the run, which reads it again)."""
+    return _normalised(json_lines_range(file, start, stop, first_line=2), report, tables)
 
 
 def line_starts(file: Path, parts: int, first: int | None = None) -> list[int]:
@@ -191,11 +193,13 @@ def line_starts(file: Path, parts: int, first: int | None = None) -> list[int]:
     return sorted(set(offsets))
 
 
-def json_lines_range(file: Path, start: int, stop: int) -> Iterator[tuple[Any, Any]]:
-    """Raw records of the lines in [start, stop), numbered as in the whole file."""
+def json_lines_range(file: Path, start: int, stop: int, first_line: int | None = None) -> Iterator[tuple[Any, Any]]:
+    """Raw records of the lines in [start, stop), numbered as in the whole file (or from `first_line`, which
+    must not be 1 unless `start` is 0: a first line loses its byte-order mark)."""
     try:
         with file.open("rb") as handle:
-            first_line = 1 + _count_lines(handle, start)
+            if first_line is None:
+                first_line = 1 + _count_lines(handle, start)
             handle.seek(start)
             yield from _json_lines(file, enumerate(_lines_until(handle, stop - start), start=first_line))
     except OSError as exc:
