@@ -263,6 +263,10 @@ class RoleAssignment:
     condition: str
 
 
+def _is_tenant_scope(scope: str) -> bool:
+    return scope == ROOT_SCOPE or scope.startswith(MG_PREFIX)
+
+
 def _is_group(principal_type: str) -> bool:
     return principal_type in ("Group", "ForeignGroup") or principal_type.lower() in ("group", "foreigngroup")
 
@@ -550,7 +554,7 @@ class Inventory:
             if _is_group(assignment.principal_type):
                 by_scope[assignment.scope].append(assignment)
         if not self.tenant_scope_authorization:
-            self.tenant_scope_authorization = any(a.scope == ROOT_SCOPE or a.scope.startswith(MG_PREFIX) for a in made)
+            self.tenant_scope_authorization = any(_is_tenant_scope(a.scope) for a in made)
         self.row_counts[T_ROLE_ASSIGNMENT] += share.rows
         self.role_assignment_count += share.role_assignment_count
         self.never_pulling_assignments += share.never_pulling_assignments
@@ -673,11 +677,10 @@ class Inventory:
         self._keep_assignment(assignment)
 
     def _keep_assignment(self, assignment: RoleAssignment) -> None:
-        scope = assignment.scope
-        if scope == ROOT_SCOPE or scope.startswith(MG_PREFIX):
+        if _is_tenant_scope(assignment.scope):
             self.tenant_scope_authorization = True
         if _is_group(assignment.principal_type):
-            self.group_assignments_by_scope[scope].append(assignment)
+            self.group_assignments_by_scope[assignment.scope].append(assignment)
         self._assignments.append(assignment)
 
     def _role_guid(self, role_id) -> str:
