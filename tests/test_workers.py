@@ -197,10 +197,18 @@ def test_the_sinks_that_take_parts_are_the_local_ones():
 def test_every_file_read_in_three_processes_loads_what_one_process_loads(estate, tmp_path):
     # Every JSON Lines file is cut in three: role assignment shares are read by the workers, shares of the other
     # files (clusters, networks, Graph, Container Insights rows) are handed back and read by the run's process.
-    one = scan(estate, tmp_path / "one", 1, prelude=SPLIT_EVERY_FILE)
-    three = scan(estate, tmp_path / "three", 3, prelude=SPLIT_EVERY_FILE)
+    counted = SPLIT_EVERY_FILE + (  # says when a worker's share is taken in (not read again by the run)
+        "import sys\nfrom auditors.model import Inventory\nabsorb = Inventory.absorb_role_assignments\n"
+        "def counted(self, share):\n"
+        "    print(f'took in {share.rows} role assignment rows', file=sys.stderr)\n"
+        "    absorb(self, share)\n"
+        "Inventory.absorb_role_assignments = counted\n")
+    one = scan(estate, tmp_path / "one", 1, prelude=counted)
+    three = scan(estate, tmp_path / "three", 3, prelude=counted)
     assert one.returncode == three.returncode == 0, three.stderr
     assert "role_assignments.jsonl" in three.stderr and "in 3 processes" in three.stderr
+    taken = [line for line in three.stderr.splitlines() if line.startswith("took in ")]
+    assert len(taken) == 2 and "took in " not in one.stderr  # both workers' shares of role assignments
     assert "in 3 processes" not in one.stderr
     assert outputs(tmp_path / "one") == outputs(tmp_path / "three")
     assert _printed(one.stdout, str(tmp_path / "one")) == _printed(three.stdout, str(tmp_path / "three"))
