@@ -9,7 +9,7 @@ ROOT_SCOPE = "/"
 PUBLIC_ARM_ENDPOINT = "https://management.azure.com"
 MG_PREFIX = "/providers/microsoft.management/managementgroups/"
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
-_ROLE_DEF_GUID = re.compile(r"/roledefinitions/([0-9a-f-]{36})", re.I)
+_ROLE_DEF_GUID = re.compile(r"/roledefinitions/([0-9a-f-]{36})/?\s*$", re.I)  # the id's last segment
 _LOCATION_NOISE = re.compile(r"[\s_\-]+")
 
 
@@ -88,7 +88,8 @@ def management_group_scope(name: str) -> str:
 
 
 def role_definition_guid(role_definition_id: Any) -> str:
-    """GUID of a role definition in either id form (`/subscriptions/s/providers/...` or `/providers/...`)."""
+    """GUID of a role definition in either id form (`/subscriptions/s/providers/...` or `/providers/...`): the
+    id's last segment, as the loader's cache of GUIDs by an id's last 36 characters reads it too."""
     if not isinstance(role_definition_id, str):
         return ""
     match = _ROLE_DEF_GUID.search(role_definition_id)

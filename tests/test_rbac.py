@@ -79,3 +79,35 @@ def test_role_definition_guid_join_in_every_id_form(role_id):
 def test_role_definition_guid_rejects_garbage():
     assert role_definition_guid("/providers/Microsoft.Authorization/roleDefinitions/not-a-guid") == ""
     assert role_definition_guid(None) == ""
+
+
+ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+DOUBLED = f"/providers/Microsoft.Authorization/roleDefinitions/{ACR_PULL}/roleDefinitions/{READER}"
+
+
+@pytest.mark.parametrize(("role_id", "guid"), [
+    (DOUBLED, READER),  # an id names what its last segment names
+    (DOUBLED + "/", READER),
+    (f"/providers/Microsoft.Authorization/roleDefinitions/{ACR_PULL}/extra", ""),
+])
+def test_role_definition_guid_is_the_ids_last_segment(role_id, guid):
+    assert role_definition_guid(role_id) == guid
+
+
+def test_a_role_assignment_reads_the_same_whatever_rows_came_before_it():
+    """The loader caches GUIDs by an id's last 36 characters; what it reads must not depend on that cache
+    (a parallel load's worker has seen other rows than one process)."""
+    from auditors.model import Inventory
+
+    def assignment(number: int, role_id: str) -> dict:
+        return {"id": f"/subscriptions/s/providers/Microsoft.Authorization/roleAssignments/a{number}",
+                "type": "microsoft.authorization/roleassignments",
+                "properties": {"scope": "/subscriptions/s", "principalId": f"p{number}",
+                               "principalType": "ServicePrincipal", "roleDefinitionId": role_id}}
+
+    plain = assignment(1, f"/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/{READER}")
+    doubled = assignment(2, DOUBLED)
+    read = [{a.id: a.role_guid for a in Inventory.from_rows(rows)._assignments}
+            for rows in ([plain, doubled], [doubled, plain])]
+    assert read[0] == read[1]
