@@ -79,15 +79,17 @@ class Forked:
         return cls(pid, reader, what)
 
     def result(self) -> Any:
-        with os.fdopen(self.reader, "rb") as incoming:
+        reader, self.reader = self.reader, -1  # closed below, whatever happens: never closed twice
+        with os.fdopen(reader, "rb") as incoming:
             payload = incoming.read()
         _, status = os.waitpid(self.pid, 0)
         self.pid = 0
-        if not payload:
+        try:
+            message = pickle.loads(payload)
+        except Exception:  # nothing, or cut short: the worker died before it had sent all of it
             why = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                    else f"exit code {os.waitstatus_to_exitcode(status)}")
-            raise WorkerFailed(f"{self.what} ended without a result ({why})")
-        message = pickle.loads(payload)
+            raise WorkerFailed(f"{self.what} ended without a result ({why})") from None
         if message[0] != "done":
             raise WorkerFailed(f"{self.what} failed: {message[1]}")
         return message[1]
@@ -99,5 +101,7 @@ class Forked:
                 os.kill(self.pid, signal.SIGKILL)
                 os.waitpid(self.pid, 0)
             self.pid = 0
+        if self.reader >= 0:
             with contextlib.suppress(OSError):
                 os.close(self.reader)
+            self.reader = -1

@@ -286,3 +286,17 @@ def _demo_inventory():
     from tests.helpers import _as_loaded, demo_rows
 
     return Inventory.from_rows(_as_loaded(r) for r in demo_rows())
+
+
+def test_a_worker_killed_while_it_sends_its_result_is_a_worker_failure():
+    import signal
+    import time
+
+    from auditors.forking import Forked, WorkerFailed
+
+    worker = Forked.start(lambda: b"x" * 8_000_000, "a big share")  # blocks on the pipe after its first 64 KiB
+    time.sleep(0.5)
+    os.kill(worker.pid, signal.SIGKILL)
+    with pytest.raises(WorkerFailed, match=r"a big share ended without a result \(killed by signal 9\)"):
+        worker.result()
+    worker.stop()  # nothing left to stop, and no descriptor closed twice
