@@ -144,10 +144,13 @@ OTHER_FILES_WEIGHT, WORKER_WEIGHT, TAKING_IN_WEIGHT = 1.0, 1.25, 0.1
 
 def _share_large_files(snapshot: str | Path, inventory: Inventory, processes: int,
                        splits: dict[Path, _SharedFile]) -> None:
-    """Start the workers of each large JSON Lines file, into `splits` as they start (so the caller stops them
-    whatever fails)."""
+    """Start the workers of the largest JSON Lines file of role assignments, into `splits` (so the caller stops
+    them whatever fails). Only role assignments are read by workers: on another file they would hand every share
+    back; and one file only, so that no more than `processes` run."""
     sizes = {f: f.stat().st_size for f in snapshot_files(Path(snapshot))}
-    shared = [f for f, size in sizes.items() if f.suffix.lower() in STREAMED_SUFFIXES and size >= SHARED_FILE_BYTES]
+    large = sorted((f for f, size in sizes.items() if f.suffix.lower() in STREAMED_SUFFIXES
+                    and size >= SHARED_FILE_BYTES), key=sizes.__getitem__, reverse=True)
+    shared = next(([f] for f in large if _starts_with_role_assignments(f)), [])
     if not shared:
         return
     big, other = sum(sizes[f] for f in shared), sum(sizes[f] for f in sizes if f not in shared) * OTHER_FILES_WEIGHT
@@ -158,6 +161,16 @@ def _share_large_files(snapshot: str | Path, inventory: Inventory, processes: in
     heads = min(max(heads, 0.05 * big), big)
     for file in shared:
         splits[file] = _SharedFile(file, inventory, line_starts(file, processes, int(sizes[file] * heads / big)))
+
+
+def _starts_with_role_assignments(file: Path) -> bool:
+    try:
+        with file.open("rb") as handle:
+            first = next((line for line in handle if line.strip()), b"")
+        row = orjson.loads(first.removeprefix(b"\xef\xbb\xbf"))
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    return isinstance(row, dict) and isinstance(row.get("type"), str) and row["type"].lower() == T_ROLE_ASSIGNMENT
 
 
 class _SharedFile:

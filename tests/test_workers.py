@@ -195,8 +195,7 @@ def test_the_sinks_that_take_parts_are_the_local_ones():
 
 
 def test_every_file_read_in_three_processes_loads_what_one_process_loads(estate, tmp_path):
-    # Every JSON Lines file is cut in three: role assignment shares are read by the workers, shares of the other
-    # files (clusters, networks, Graph, Container Insights rows) are handed back and read by the run's process.
+    # Every JSON Lines file is large enough to share; the role assignments are read in three.
     counted = SPLIT_EVERY_FILE + (  # says when a worker's share is taken in (not read again by the run)
         "import sys\nfrom auditors.model import Inventory\nabsorb = Inventory.absorb_role_assignments\n"
         "def counted(self, share):\n"
@@ -206,7 +205,8 @@ def test_every_file_read_in_three_processes_loads_what_one_process_loads(estate,
     one = scan(estate, tmp_path / "one", 1, prelude=counted)
     three = scan(estate, tmp_path / "three", 3, prelude=counted)
     assert one.returncode == three.returncode == 0, three.stderr
-    assert "role_assignments.jsonl" in three.stderr and "in 3 processes" in three.stderr
+    # Only the role assignments are shared: workers on other files would only hand their shares back.
+    assert "[scan] reading role_assignments.jsonl in 3 processes" in three.stderr.splitlines()
     taken = [line for line in three.stderr.splitlines() if line.startswith("took in ")]
     assert len(taken) == 2 and "took in " not in one.stderr  # both workers' shares of role assignments
     assert "in 3 processes" not in one.stderr
@@ -215,7 +215,10 @@ def test_every_file_read_in_three_processes_loads_what_one_process_loads(estate,
 
 
 @pytest.mark.parametrize("damage", ["{not json", '["a", "list"]', '{"id": "/subscriptions/x/providers/'
-                                    'Microsoft.Authorization/roleAssignments/y"}'])
+                                    'Microsoft.Authorization/roleAssignments/y"}',
+                                    '{"id": "/subscriptions/x/resourceGroups/g/providers/Microsoft.ContainerRegistry/'
+                                    'registries/extra", "type": "microsoft.containerregistry/registries", '
+                                    '"name": "extra", "location": "westeurope", "properties": {}}'])
 def test_a_damaged_row_in_a_share_read_elsewhere_is_reported_as_one_process_reports_it(estate, tmp_path, damage):
     import shutil
 
@@ -244,6 +247,7 @@ def test_a_load_worker_that_dies_leaves_its_share_to_the_run(estate, tmp_path):
     one = scan(estate, tmp_path / "one", 1)
     three = scan(estate, tmp_path / "three", 3, prelude=dying)
     assert one.returncode == three.returncode == 0, three.stderr
+    assert "[scan] reading role_assignments.jsonl in 3 processes" in three.stderr.splitlines()
     assert outputs(tmp_path / "one") == outputs(tmp_path / "three")
 
 
