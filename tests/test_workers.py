@@ -306,3 +306,49 @@ def test_a_worker_killed_while_it_sends_its_result_is_a_worker_failure():
     with pytest.raises(WorkerFailed, match=r"a big share ended without a result \(killed by signal 9\)"):
         worker.result()
     worker.stop()  # nothing left to stop, and no descriptor closed twice
+
+
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has ended (an orphan's reaper may be slow)
+
+
+@pytest.mark.parametrize("end", ["the run fails", "the run is killed"])
+def test_no_worker_outlives_the_run(estate, tmp_path, end):
+    import signal
+    import time
+
+    parent_fails = end == "the run fails"
+    prelude = ("import os, time\nfrom auditors import engine\nPARENT = os.getpid()\n"
+               "real = engine.Evaluator._cluster\n"
+               "def slow(self, cluster):\n"
+               "    if os.getpid() != PARENT:\n"
+               "        os.write(2, f'worker {os.getpid()}\\n'.encode())\n"  # one write: workers print at once
+               "        time.sleep(120)\n"
+               f"    elif {parent_fails!r}:\n"
+               "        time.sleep(1)\n"
+               "        raise RuntimeError('the run itself failed')\n"
+               "    else:\n"
+               "        time.sleep(120)\n"
+               "    return real(self, cluster)\n"
+               "engine.Evaluator._cluster = slow\n")
+    args = ["scan", "--snapshot", str(estate), "--out", str(tmp_path / "out"), "--workers", "3", "--quiet"]
+    code = f"{prelude}\nimport sys\nfrom auditors.cli import main\nsys.exit(main({args!r}))"
+    run = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                           text=True, cwd=REPO)
+    workers = []
+    while len(workers) < 2:
+        line = run.stderr.readline()
+        assert line, "the run ended before its workers started"
+        workers += [int(pid) for pid in re.findall(r"worker (\d+)", line)]
+    if not parent_fails:
+        run.send_signal(signal.SIGKILL)
+    run.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if _running(pid)], f"workers still running after {end}"
+    run.stderr.close()
