@@ -23,7 +23,7 @@ from typing import Any
 from auditors.changes import ChangeCounts, ChangeTracker
 from auditors.engine import Evaluator
 from auditors.forking import Forked, processes_for
-from auditors.sinks.base import FindingSink, SinkStats, abort_all, close_all, deliver, feed
+from auditors.sinks.base import FindingSink, SinkStats, abort_all, close_all, feed
 
 CLUSTERS_PER_PROCESS = 2_000  # below this many clusters per process, forking costs more than it saves
 
@@ -52,9 +52,9 @@ class ShareDone:
 
 def evaluate_and_deliver(evaluator: Evaluator, tracker: ChangeTracker, sinks: list[FindingSink],
                          processes: int = 1) -> dict[str, SinkStats]:
-    """Every finding (evaluated, marked against the previous run, carried forward) once through every sink."""
-    if processes <= 1:
-        return deliver(tracker.annotate(evaluator.run()), sinks)
+    """Every finding (evaluated, marked against the previous run, carried forward) once through every sink; in one
+    process that is share 0 of 1, then the tail, as with workers. If producing findings fails, every sink is
+    aborted and the error propagates; a sink's own failure to close is its stats' error, not the others'."""
     workers: list[Forked] = []
     try:
         for index in range(1, processes):  # one at a time: if a fork fails, those started are stopped below

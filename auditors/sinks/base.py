@@ -78,17 +78,6 @@ def encoded_batches(findings: Iterable[Finding], size: int = BATCH) -> Iterator[
         yield batch
 
 
-def deliver(findings: Iterable[Finding], sinks: list[FindingSink]) -> dict[str, SinkStats]:
-    """Stream every finding once through every sink. If producing findings fails, every sink is aborted and
-    the error propagates; a sink's own failure to close is its stats' error, not the others' problem."""
-    try:
-        feed(findings, sinks)
-    except BaseException:
-        abort_all(sinks)
-        raise
-    return close_all(sinks)
-
-
 def feed(findings: Iterable[Finding], sinks: list) -> None:
     """Every finding, encoded once, in batches to every sink (or part of a sink)."""
     # Findings, their contexts and batches hold no reference cycles: the cyclic collector would only rescan each
