@@ -219,7 +219,7 @@ def _read_share(file: Path, start: int, stop: int) -> RoleAssignmentShare | None
     gc.disable()  # a short-lived process: nothing to collect
     part, report = Inventory(), LoadReport()
     try:
-        for row in unnumbered_rows_of_range(file, start, stop, report, {}):
+        for row in unnumbered_rows_of_range(file, start, stop, report):
             if row["type"] != T_ROLE_ASSIGNMENT:
                 return None
             part.add(row)

@@ -544,7 +544,7 @@ class Inventory:
 
     def absorb_role_assignments(self, share: RoleAssignmentShare) -> None:
         """A share's role assignments, as if its rows had been added here, now."""
-        intern = sys.intern
+        intern = sys.intern  # what _keep_assignment does, in bulk: half its time per row, on the load's critical path
         made = [RoleAssignment(assignment_id, intern(scope), principal_id, intern(principal_type), intern(role_guid),
                                condition)
                 for assignment_id, scope, principal_id, principal_type, role_guid, condition in share.assignments]

@@ -169,12 +169,11 @@ def _normalised(raws: Iterable[tuple[Any, Any]], report: LoadReport, tables: dic
     return yielded
 
 
-def unnumbered_rows_of_range(file: Path, start: int, stop: int, report: LoadReport,
-                             tables: dict[str, int]) -> Iterator[dict]:
+def unnumbered_rows_of_range(file: Path, start: int, stop: int, report: LoadReport) -> Iterator[dict]:
     """The rows of one byte range of a JSON Lines file (from a line start after the first line to a line start),
     as `iter_snapshot` yields them, without counting the lines before it: for a reader that never reports where
     a row is (the parallel load's workers hand a share with any problem back to the run, which reads it again)."""
-    return _normalised(json_lines_range(file, start, stop, first_line=2), report, tables)
+    return _normalised(json_lines_range(file, start, stop, first_line=2), report, {})
 
 
 def line_starts(file: Path, parts: int, first: int | None = None) -> list[int]:
