@@ -87,10 +87,10 @@ class Settings:
         "runs_stream": ("LOGS_RUNS_STREAM", f"stream of the runs table (default `{RUNS_STREAM}`)"),
         "monitor_audience": ("LOGS_AUDIENCE", "token audience of Azure Monitor (sovereign clouds differ)"),
         "upload_workers": ("LOGS_UPLOAD_WORKERS", "parallel uploads (default 4)"),
-        "workers": ("AUDIT_WORKERS", "processes that read a snapshot's large files (64 MiB or more) and evaluate "
-                                     "the clusters (4,000 or more), each a share (0, the default: one per CPU, up "
-                                     "to 8; 1: the run's own only); evaluation only when findings go to local "
-                                     "files"),
+        "workers": ("AUDIT_WORKERS", "processes that read a snapshot's role assignments (a file of 64 MiB or more) "
+                                     "and evaluate the clusters (4,000 or more), each a share (0, the default: "
+                                     "one per CPU, up to 8; 1: the run's own only); evaluation only when findings "
+                                     "go to local files"),
         "write_ahead_rows": ("LOGS_WRITE_AHEAD_ROWS", "findings per write-ahead chunk, spooled before they are "
                                                       "sent (default 20000)"),
         "evidence": ("AUDIT_EVIDENCE", "`true` to write the evidence archive (default: on with log-analytics)"),
