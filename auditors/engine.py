@@ -71,7 +71,8 @@ class Evaluator:
 
     def share(self, index: int, shares: int) -> Iterator[Finding]:
         """Share `index` of `shares` (from 0): the registries' findings in the first, then one contiguous run of
-        clusters each. The shares in order, then `tail`, are `run`."""
+        clusters each, about the same work in each. The shares in order, then `tail`, are `run`. Progress is
+        reported here only for the whole estate in one share (auditors.workers reports it for shares)."""
         if index == 0:
             for registry in self.inventory.registries.values():
                 yield from self._registry(registry)
@@ -83,12 +84,12 @@ class Evaluator:
 
         first, end = cut(index), cut(index + 1)
         total, last_report = end - first, time.monotonic()
-        whose = "" if shares == 1 else f" (this process's share; {shares - 1} more in parallel)"
+        progress = self.progress if shares == 1 else None
         for done, cluster in enumerate(clusters[first:end], start=1):
             yield from self._cluster(cluster)
-            if self.progress and time.monotonic() - last_report > 2:
+            if progress and time.monotonic() - last_report > 2:
                 last_report = time.monotonic()
-                self.progress(f"evaluated {done:,}/{total:,} clusters{whose}, {self.pair_count:,} pairs")
+                progress(f"evaluated {done:,}/{total:,} clusters, {self.pair_count:,} pairs")
 
     def tail(self) -> Iterator[Finding]:
         """The findings made after every other: one per exemption (so its match count is complete)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import mmap
 import os
 import pickle
 import signal
@@ -123,3 +124,60 @@ class Forked:
             with contextlib.suppress(OSError):
                 os.close(self.reader)
             self.reader = -1
+
+
+class Claims:
+    """Pieces 0..count-1 of a job, taken as they go by the processes forked after this is made: the run's process
+    from the front (so what it does is a prefix, which it can write straight out), the workers from the back,
+    until they meet. A process slowed by anything (another program on the machine, pieces heavier than they
+    looked) does fewer, and all finish within a piece of each other.
+
+    No lock (a worker killed while holding one would hang the run): a flag per piece in memory shared with the
+    workers, and the workers' pieces handed out by a pipe (a read of a few bytes from a pipe is atomic). A piece
+    the run's process and a worker take at the same moment is done by both; the run keeps its own (`mine`)."""
+
+    _RUN, _WORKER = 1, 2
+    MAX_PIECES = 4096  # their numbers fit in a pipe's buffer before any worker reads
+
+    def __init__(self, count: int) -> None:
+        if not 0 < count <= self.MAX_PIECES:
+            raise ValueError(f"{count} pieces: between 1 and {self.MAX_PIECES}")
+        self.count = count
+        self._taken = mmap.mmap(-1, count)  # anonymous and shared: the workers see the run's flags and it theirs
+        self._handed_out, handing = os.pipe()
+        os.write(handing, b"".join(piece.to_bytes(2, "little") for piece in reversed(range(count))))
+        os.close(handing)
+        os.set_blocking(self._handed_out, False)
+        self.mine = 0  # in the run's process: it took pieces [0, mine)
+
+    def from_front(self) -> int | None:
+        """In the run's process: the next piece, or None when the workers have it (or there is none left)."""
+        piece = self.mine
+        if piece >= self.count or self._taken[piece]:
+            return None
+        self._taken[piece] = self._RUN
+        self.mine = piece + 1
+        return piece
+
+    def from_back(self) -> int | None:
+        """In a worker: the last piece nobody has taken, or None when the run's process has reached it."""
+        try:
+            number = os.read(self._handed_out, 2)
+        except BlockingIOError:  # every piece handed out
+            return None
+        if len(number) < 2:
+            return None
+        piece = int.from_bytes(number, "little")
+        if self._taken[piece] == self._RUN:
+            return None
+        self._taken[piece] = self._WORKER
+        return piece
+
+    def taken(self) -> int:
+        """How many pieces have been taken so far (for progress)."""
+        return self.count - self._taken[:].count(0)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._handed_out)
+        self._taken.close()

@@ -60,12 +60,15 @@ class Summary:
     def abort(self) -> None:
         pass
 
-    # A worker process summarises its share in a Summary of its own; the run's takes the shares over in order.
+    # A worker process summarises each piece in a Summary of its own; the run's takes them over in order.
     def part(self, index: int) -> Summary:
         return Summary()
 
     def finish(self) -> Summary:
         return self
+
+    def discard(self, share: Summary) -> None:
+        pass
 
     def absorb(self, share: Summary) -> None:
         self.findings += share.findings

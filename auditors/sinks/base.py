@@ -60,11 +60,14 @@ class PartitionedSink(FindingSink, Protocol):
     takes the parts over in order, so the result is what one process writing everything would have made."""
 
     def part(self, index: int) -> SinkPart:
-        """Called in worker process `index` (1, 2, ...): a part for its share."""
+        """Called in a worker process: a part for piece `index` of the work."""
 
     def absorb(self, finished: Any) -> None:
         """In the run's own process, parts in order: take over what a part's `finish` returned. (`abort` also
         removes what parts may have left, a worker killed mid-write included.)"""
+
+    def discard(self, finished: Any) -> None:
+        """A finished part that is not taken over (its piece was also evaluated elsewhere): remove what it left."""
 
 
 def encoded_batches(findings: Iterable[Finding], size: int = BATCH) -> Iterator[list[EncodedFinding]]:

@@ -7,6 +7,7 @@ the previous run's files stay until the new ones are complete.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 from pathlib import Path
@@ -52,11 +53,14 @@ class LocalFilesSink:
         self._csv = self._temporary[1].open("wb")
         self._csv.write(header().encode())
         self._csv_lines = CsvLines()
+        self._writeback = [_Writeback(self._jsonl), _Writeback(self._csv)]
         self.stats = SinkStats(self.name)
 
     def write(self, batch: list[EncodedFinding]) -> None:
         self.stats.bytes += _write_lines(batch, self._jsonl, self._csv, self._csv_lines)
         self.stats.rows += len(batch)
+        for writeback in self._writeback:
+            writeback()
 
     def part(self, index: int) -> _LocalFilesPart:
         return _LocalFilesPart([path.with_name(f".{path.name}.{self.run_id}.part{index}.tmp") for path in self.paths])
@@ -72,12 +76,18 @@ class LocalFilesSink:
         self.stats.rows += rows
         self.stats.bytes += size
 
+    def discard(self, finished: tuple[list[str], int, int]) -> None:
+        for part in finished[0]:
+            Path(part).unlink(missing_ok=True)
+
     def _discard_parts(self) -> None:
         for path in self.paths:
             for part in self.folder.glob(f".{path.name}.{self.run_id}.part*.tmp"):
                 part.unlink(missing_ok=True)
 
     def close(self) -> SinkStats:
+        for writeback in self._writeback:
+            writeback(everything=True)
         for handle in (self._jsonl, self._csv):
             handle.flush()
             os.fsync(handle.fileno())
@@ -94,6 +104,38 @@ class LocalFilesSink:
         for temporary in self._temporary:
             temporary.unlink(missing_ok=True)
         self._discard_parts()
+
+
+# The kernel is asked to start writing a findings file's pages to disk every this many bytes (without waiting), so
+# that the fsync which makes the file durable before it replaces the previous one waits for little: otherwise it
+# waits for every byte at the end (0.8 s of a 16 s scan of the synthetic estate).
+WRITEBACK_BYTES = 32 * 1024 * 1024
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _sync_file_range():
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # not Linux: the fsync at the end does all the waiting
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    return function
+
+
+_start_writing = _sync_file_range()
+
+
+class _Writeback:
+    def __init__(self, handle) -> None:
+        self.handle, self.started = handle, 0
+
+    def __call__(self, everything: bool = False) -> None:
+        end = self.handle.tell()
+        if _start_writing is None or end - self.started < (1 if everything else WRITEBACK_BYTES):
+            return
+        self.handle.flush()
+        _start_writing(self.handle.fileno(), self.started, end - self.started, _SYNC_FILE_RANGE_WRITE)
+        self.started = end
 
 
 def _write_lines(batch: list[EncodedFinding], jsonl, csv, csv_lines: CsvLines) -> int:
