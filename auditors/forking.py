@@ -14,6 +14,7 @@ import mmap
 import os
 import pickle
 import signal
+import struct
 import threading
 import traceback
 from collections.abc import Callable
@@ -61,13 +62,18 @@ _PR_SET_PDEATHSIG = 1
 
 
 class Forked:
-    """`work()` running in a forked child; `result()` waits for what it returned (or raises WorkerFailed)."""
+    """`work()` running in a forked child; `result()` waits for what it returned (or raises WorkerFailed). Work
+    started with `sends=True` is called as `work(send)` and may `send(item)` as it goes: the parent takes the
+    items as they come (`received`), before the result. Everything travels as length-prefixed pickles on a pipe."""
 
     def __init__(self, pid: int, reader: int, what: str) -> None:
         self.pid, self.reader, self.what = pid, reader, what
+        self._incoming = bytearray()
+        self._items: list[Any] = []
+        self._outcome: tuple[str, Any] | None = None
 
     @classmethod
-    def start(cls, work: Callable[[], Any], what: str) -> Forked:
+    def start(cls, work: Callable[..., Any], what: str, *, sends: bool = False) -> Forked:
         parent = os.getpid()
         reader, writer = os.pipe()
         try:
@@ -82,36 +88,71 @@ class Forked:
                 os.close(reader)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent stops its workers
                 _die_with(parent)
-                try:
-                    payload = pickle.dumps(("done", work()), protocol=pickle.HIGHEST_PROTOCOL)
-                    code = 0
-                except BaseException as exc:  # reported to the parent, which fails its run
-                    frames = traceback.extract_tb(exc.__traceback__)
-                    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" \
-                        if frames else ""
-                    payload = pickle.dumps(("failed", f"{type(exc).__name__}: {exc}{where}"))
                 with os.fdopen(writer, "wb") as out:
-                    out.write(payload)
+                    def send(item: Any, kind: str = "item") -> None:
+                        _write_frame(out, (kind, item))
+                    try:
+                        outcome = ("done", work(send) if sends else work())
+                        code = 0
+                    except BaseException as exc:  # reported to the parent, which fails its run
+                        frames = traceback.extract_tb(exc.__traceback__)
+                        where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" \
+                            if frames else ""
+                        outcome = ("failed", f"{type(exc).__name__}: {exc}{where}")
+                    _write_frame(out, outcome)
             finally:
                 os._exit(code)
         os.close(writer)
         return cls(pid, reader, what)
 
+    def received(self) -> list[Any]:
+        """The items sent since the last call, without waiting for more (after `result`: every one left)."""
+        if self.reader >= 0:
+            os.set_blocking(self.reader, False)
+            with contextlib.suppress(BlockingIOError):
+                while chunk := os.read(self.reader, 1 << 20):
+                    self._incoming += chunk
+            self._unframe()
+        items, self._items = self._items, []
+        return items
+
     def result(self) -> Any:
         reader, self.reader = self.reader, -1  # closed below, whatever happens: never closed twice
-        with os.fdopen(reader, "rb") as incoming:
-            payload = incoming.read()
+        try:
+            os.set_blocking(reader, True)
+            while chunk := os.read(reader, 1 << 20):
+                self._incoming += chunk
+        finally:
+            os.close(reader)
         _, status = os.waitpid(self.pid, 0)
         self.pid = 0
-        try:
-            message = pickle.loads(payload)
-        except Exception:  # nothing, or cut short: the worker died before it had sent all of it
+        self._unframe()
+        if self._outcome is None:  # nothing, or cut short: the worker died before it had sent all of it
             why = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                    else f"exit code {os.waitstatus_to_exitcode(status)}")
-            raise WorkerFailed(f"{self.what} ended without a result ({why})") from None
-        if message[0] != "done":
-            raise WorkerFailed(f"{self.what} failed: {message[1]}")
-        return message[1]
+            raise WorkerFailed(f"{self.what} ended without a result ({why})")
+        if self._outcome[0] != "done":
+            raise WorkerFailed(f"{self.what} failed: {self._outcome[1]}")
+        return self._outcome[1]
+
+    def _unframe(self) -> None:
+        """Complete messages out of what has arrived; a message cut short (the worker died) stays unread."""
+        data, start = self._incoming, 0
+        while len(data) - start >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(data, start)
+            end = start + _LENGTH.size + length
+            if len(data) < end:
+                break
+            try:
+                kind, value = pickle.loads(memoryview(data)[start + _LENGTH.size:end])
+            except Exception:  # garbage: only a dying worker sends that
+                break
+            start = end
+            if kind == "item":
+                self._items.append(value)
+            else:
+                self._outcome = (kind, value)
+        del data[:start]
 
     def stop(self) -> None:
         """Kill the child if it still runs (the parent failed and will not take its result)."""
@@ -124,6 +165,16 @@ class Forked:
             with contextlib.suppress(OSError):
                 os.close(self.reader)
             self.reader = -1
+
+
+_LENGTH = struct.Struct("<Q")
+
+
+def _write_frame(out, message: tuple[str, Any]) -> None:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(_LENGTH.pack(len(payload)))
+    out.write(payload)
+    out.flush()
 
 
 class Claims:

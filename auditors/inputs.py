@@ -6,22 +6,26 @@ evaluated for the evidence archive.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import gzip
 import hashlib
+import os
+import pickle
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from importlib import resources
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from auditors import __version__
-from auditors.forking import Forked, WorkerFailed
+from auditors.forking import Claims, Forked, WorkerFailed
 from auditors.model import (
     T_GRAPH_APPLICATION,
     T_GRAPH_GROUP,
@@ -135,11 +139,9 @@ def load_snapshot(snapshot: str | Path, progress: Progress, row_filter=None, pro
 
 # A JSON Lines file this large is read by several processes (a tenant's role assignments: most of a snapshot).
 SHARED_FILE_BYTES = 64 * 1024 * 1024
-# The run's process also reads every other file, and takes in what the workers read; a worker also makes and
-# sends its share. Measured on the synthetic estate: a byte of the other files costs about as much as a byte of
-# role assignment rows, a worker's byte 1.25 of the run's own, taking one in 0.1. The run's share of a large file
-# is sized by these so that it and the workers finish together.
-OTHER_FILES_WEIGHT, WORKER_WEIGHT, TAKING_IN_WEIGHT = 1.0, 1.25, 0.1
+# Pieces of it per process: they are taken as the processes go (`Claims`), so that all finish within a piece of
+# each other whatever else each has to read.
+PIECES_PER_PROCESS = 16
 
 
 def _share_large_files(snapshot: str | Path, inventory: Inventory, processes: int,
@@ -150,17 +152,9 @@ def _share_large_files(snapshot: str | Path, inventory: Inventory, processes: in
     sizes = {f: f.stat().st_size for f in snapshot_files(Path(snapshot))}
     large = sorted((f for f, size in sizes.items() if f.suffix.lower() in STREAMED_SUFFIXES
                     and size >= SHARED_FILE_BYTES), key=sizes.__getitem__, reverse=True)
-    shared = next(([f] for f in large if _starts_with_role_assignments(f)), [])
-    if not shared:
-        return
-    big, other = sum(sizes[f] for f in shared), sum(sizes[f] for f in sizes if f not in shared) * OTHER_FILES_WEIGHT
-    # Equal work: other + heads + TAKING_IN_WEIGHT * (big - heads) = WORKER_WEIGHT * (big - heads) / workers
-    workers = processes - 1
-    heads = (WORKER_WEIGHT * big / workers - other - TAKING_IN_WEIGHT * big) / \
-        (1 - TAKING_IN_WEIGHT + WORKER_WEIGHT / workers)
-    heads = min(max(heads, 0.05 * big), big)
-    for file in shared:
-        splits[file] = _SharedFile(file, inventory, line_starts(file, processes, int(sizes[file] * heads / big)))
+    file = next((f for f in large if _starts_with_role_assignments(f)), None)
+    if file is not None:
+        splits[file] = _SharedFile(file, inventory, line_starts(file, PIECES_PER_PROCESS * processes), processes - 1)
 
 
 def _starts_with_role_assignments(file: Path) -> bool:
@@ -174,49 +168,94 @@ def _starts_with_role_assignments(file: Path) -> bool:
 
 
 class _SharedFile:
-    """One large JSON Lines file cut into ranges at line starts: this process reads the first, a forked worker
-    each other one. A worker turns role assignment rows into what the inventory keeps of them
-    (`RoleAssignmentShare`), which this process takes in at the place of the range, in order; a range with any
-    other row, a row the loader would skip, or an error is read again here, so rows, messages and line numbers
-    are what one process reading the file makes."""
+    """One large JSON Lines file cut into pieces at line starts, taken as the processes go (`Claims`): this
+    process reads pieces from the start of the file when it gets there (after the files before it), forked
+    workers read pieces from its end. A worker turns role assignment rows into what the inventory keeps of them
+    (`RoleAssignmentShare`), which this process takes in at the place of the piece, in order. From the first piece
+    no worker delivered (one with another row, a row the loader would skip, an error, or a worker that died),
+    this process reads the file itself, so rows, messages and line numbers are what one process reading the file
+    makes."""
 
-    def __init__(self, file: Path, inventory: Inventory, offsets: list[int]) -> None:
+    def __init__(self, file: Path, inventory: Inventory, offsets: list[int], workers: int) -> None:
         self.file, self.inventory, self.offsets = file, inventory, offsets
-        self.head_end = offsets[1]
+        self.claims = Claims(len(offsets) - 1)
         self.workers: list[Forked] = []
+        # piece -> its share and the role assignments made from it here (None: the run reads the piece itself)
+        self.received: dict[int, tuple[RoleAssignmentShare, list] | None] = {}
+        # The workers leave each piece's share in a file here and say so: through the pipe itself a share would
+        # wait, and hold its worker up, until this process is between two pieces of its own.
+        self.folder = Path(tempfile.mkdtemp(prefix="acr-audit-load-"))
         try:
-            for start, stop in pairwise(offsets[1:]):
-                self.workers.append(Forked.start(partial(_read_share, file, start, stop),
-                                                 f"reading {file.name} [{start}, {stop})"))
+            for number in range(1, workers + 1):
+                self.workers.append(Forked.start(partial(_read_pieces, file, offsets, self.claims, self.folder),
+                                                 f"reading {file.name} (worker {number} of {workers})", sends=True))
         except BaseException:  # a fork failed: no worker is left behind
             self.stop()
             raise
 
+    def head_lengths(self) -> Iterator[int]:
+        while (piece := self.claims.from_front()) is not None:
+            yield self.offsets[piece + 1] - self.offsets[piece]
+            self._receive()  # between pieces: the workers' pieces so far, so none is left to take in at the end
+
+    def _receive(self, worker_ended: bool = False) -> None:
+        for worker in self.workers:
+            if worker_ended:
+                with contextlib.suppress(WorkerFailed):  # died (out of memory, killed): its pieces are read here
+                    worker.result()
+            for piece, left in worker.received():
+                share = _take_share(left) if left else None
+                self.received[piece] = None if share is None else (share, Inventory.role_assignments_of(share))
+
     def rest(self) -> tuple[Iterable[tuple[Any, Any]], dict[str, int]]:
+        self._receive(worker_ended=True)
+        self.stop()
         taken: dict[str, int] = {}
-        for index, worker in enumerate(self.workers, start=1):
-            try:
-                share = worker.result()
-            except WorkerFailed:  # died (out of memory, killed): what it was to read is read here
-                share = None
-            if share is None:  # read here, from this range to the end, in order
-                self.stop()
-                return json_lines_range(self.file, self.offsets[index], self.offsets[-1]), taken
-            self.inventory.absorb_role_assignments(share)
+        for piece in range(self.claims.mine, len(self.offsets) - 1):
+            received = self.received.pop(piece, None)
+            if received is None:  # read here, from this piece to the end, in order
+                return json_lines_range(self.file, self.offsets[piece], self.offsets[-1]), taken
+            share, made = received
+            self.inventory.absorb_role_assignments(share, made)
             taken[T_ROLE_ASSIGNMENT] = taken.get(T_ROLE_ASSIGNMENT, 0) + share.rows
-        self.workers = []
         return (), taken
 
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
         self.workers = []
+        self.claims.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _take_share(path: str) -> RoleAssignmentShare | None:
+    try:
+        with open(path, "rb") as handle:
+            return pickle.load(handle)
+    except (OSError, pickle.UnpicklingError, EOFError):  # its worker died writing it: the run reads the piece
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _read_pieces(file: Path, offsets: list[int], claims: Claims, folder: Path, send: Callable[[Any], None]) -> None:
+    """In a worker: pieces from the end of the file, each read by `_read_share` and handed over as soon as it is
+    (its share left in a file in `folder`; '' when the run must read the piece itself)."""
+    gc.disable()  # a short-lived process: nothing to collect
+    while (piece := claims.from_back()) is not None:
+        share = _read_share(file, offsets[piece], offsets[piece + 1])
+        left = ""
+        if share is not None:
+            left = str(folder / f"piece-{piece}")
+            with open(left, "wb") as handle:
+                pickle.dump(share, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        send((piece, left))
 
 
 def _read_share(file: Path, start: int, stop: int) -> RoleAssignmentShare | None:
     """In a worker: the role assignments of one range; None when the range holds anything else (a row of another
     type, a row the loader skips, unusable input), which the run's process then reads itself."""
-    gc.disable()  # a short-lived process: nothing to collect
     part, report = Inventory(), LoadReport()
     try:
         for row in unnumbered_rows_of_range(file, start, stop, report):

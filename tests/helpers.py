@@ -46,14 +46,19 @@ def evaluate(rows: list[dict], config: PairsConfig | None = None, manifest: dict
              exemptions=None) -> list[Finding]:
     """Findings for these rows, read as a snapshot with `manifest` (default: the demo's, so the moment verdicts
     are made for and what the sources beyond Resource Graph covered are the demo's)."""
+    evaluator = Evaluator(snapshot_inventory(rows, manifest), config or PairsConfig(), run_id="test-run",
+                          time_generated="2026-11-29T00:00:00Z", exemptions=exemptions)
+    return list(evaluator.run())
+
+
+def snapshot_inventory(rows: list[dict], manifest: dict | None = None) -> Inventory:
+    """These rows as a snapshot with `manifest` (default: the demo's) loads them."""
     manifest = build_demo.manifest() if manifest is None else manifest
     inventory = Inventory.from_rows(_as_loaded(r) for r in rows)
     coverage = manifest.get("coverage") or {}
     apply_sources(inventory, coverage.get("sources") or {}, coverage.get("permissions") or {})
     inventory.captured_at = capture_time(manifest)
-    evaluator = Evaluator(inventory, config or PairsConfig(), run_id="test-run", time_generated="2026-11-29T00:00:00Z",
-                          exemptions=exemptions)
-    return list(evaluator.run())
+    return inventory
 
 
 def manifest_without(*sources: str) -> dict:

@@ -152,9 +152,9 @@ def test_unexpected_row_shapes_do_not_crash(tmp_path):
 
 def test_a_file_is_cut_at_line_starts_and_its_ranges_hold_every_line_once(tmp_path):
     import random
-    from itertools import pairwise
+    from itertools import chain, pairwise
 
-    from auditors.sources.snapshot import _lines_until, line_starts
+    from auditors.sources.snapshot import _consecutive_ranges, _lines_until, line_starts
 
     rng = random.Random(5)
     lines = [b"x" * rng.randrange(0, 300) + b"\n" for _ in range(2000)] + [b"last line without newline"]
@@ -162,15 +162,19 @@ def test_a_file_is_cut_at_line_starts_and_its_ranges_hold_every_line_once(tmp_pa
     path = tmp_path / "rows.jsonl"
     path.write_bytes(data)
     starts = {0} | {sum(map(len, lines[:i])) for i in range(1, len(lines) + 1)}
-    for parts in (1, 2, 3, 7):
-        for first in (None, 0, 1, 17, len(data) // 3, len(data) - 1, len(data), len(data) * 2):
-            offsets = line_starts(path, parts, first)
-            assert offsets[0] == 0 and offsets[-1] == len(data) and offsets == sorted(set(offsets))
-            assert set(offsets) <= starts | {len(data)}, (parts, first)
-            assert len(offsets) <= parts + 1
-            read = []
+    for parts in (1, 2, 3, 7, 64, 5000):
+        offsets = line_starts(path, parts)
+        assert offsets[0] == 0 and offsets[-1] == len(data) and offsets == sorted(set(offsets))
+        assert set(offsets) <= starts | {len(data)}, parts
+        assert len(offsets) <= parts + 1 and (len(offsets) == parts + 1 or parts > len(lines) // 4)
+        read = []
+        with path.open("rb") as handle:
+            for start, stop in pairwise(offsets):
+                handle.seek(start)
+                read += list(_lines_until(handle, stop - start))
+        assert read == lines, parts
+        lengths = [stop - start for start, stop in pairwise(offsets)]
+        for first in {1, len(lengths) // 2, len(lengths)} - {0}:  # the run's own pieces: in turn on one handle
             with path.open("rb") as handle:
-                for start, stop in pairwise(offsets):
-                    handle.seek(start)
-                    read += list(_lines_until(handle, stop - start))
-            assert read == lines, (parts, first)
+                read = list(chain.from_iterable(_consecutive_ranges(handle, lengths[:first])))
+            assert read == data[:offsets[first]].splitlines(keepends=True), (parts, first)

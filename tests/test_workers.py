@@ -194,21 +194,30 @@ def test_the_sinks_that_take_parts_are_the_local_ones():
         assert not hasattr(sink, "part")
 
 
-def test_every_file_read_in_three_processes_loads_what_one_process_loads(estate, tmp_path):
-    # Every JSON Lines file is large enough to share; the role assignments are read in three.
-    counted = SPLIT_EVERY_FILE + (  # says when a worker's share is taken in (not read again by the run)
-        "import sys\nfrom auditors.model import Inventory\nabsorb = Inventory.absorb_role_assignments\n"
-        "def counted(self, share):\n"
+@pytest.mark.parametrize("workers_slowed", [False, True])
+def test_every_file_read_in_three_processes_loads_what_one_process_loads(estate, tmp_path, workers_slowed):
+    # Every JSON Lines file is large enough to share; the role assignments are read in three, in 48 pieces.
+    counted = SPLIT_EVERY_FILE + (  # says when a worker's piece is taken in (not read again by the run)
+        "import sys, time\nfrom auditors import inputs\nfrom auditors.model import Inventory\n"
+        "absorb = Inventory.absorb_role_assignments\n"
+        "def counted(self, share, made=None):\n"
         "    print(f'took in {share.rows} role assignment rows', file=sys.stderr)\n"
-        "    absorb(self, share)\n"
+        "    absorb(self, share, made)\n"
         "Inventory.absorb_role_assignments = counted\n")
+    if workers_slowed:  # so that the run's process reads pieces too, from the start of the file
+        counted += ("read_share = inputs._read_share\n"
+                    "def slowly(*args):\n"
+                    "    time.sleep(0.1)\n"
+                    "    return read_share(*args)\n"
+                    "inputs._read_share = slowly\n")
     one = scan(estate, tmp_path / "one", 1, prelude=counted)
     three = scan(estate, tmp_path / "three", 3, prelude=counted)
     assert one.returncode == three.returncode == 0, three.stderr
     # Only the role assignments are shared: workers on other files would only hand their shares back.
     assert "[scan] reading role_assignments.jsonl in 3 processes" in three.stderr.splitlines()
     taken = [line for line in three.stderr.splitlines() if line.startswith("took in ")]
-    assert len(taken) == 2 and "took in " not in one.stderr  # both workers' shares of role assignments
+    assert "took in " not in one.stderr
+    assert 2 <= len(taken) < 48 if workers_slowed else len(taken) >= 2  # workers' pieces taken in
     assert "in 3 processes" not in one.stderr
     assert outputs(tmp_path / "one") == outputs(tmp_path / "three")
     assert _printed(one.stdout, str(tmp_path / "one")) == _printed(three.stdout, str(tmp_path / "three"))
@@ -241,14 +250,60 @@ def test_a_damaged_row_in_a_share_read_elsewhere_is_reported_as_one_process_repo
         assert f"role_assignments.jsonl: line {len(lines) * 5 // 6 + 1}:" in three.stderr
 
 
-def test_a_load_worker_that_dies_leaves_its_share_to_the_run(estate, tmp_path):
-    dying = SPLIT_EVERY_FILE + ("import os, signal\n"
-                                "auditors.inputs._read_share = lambda *args: os.kill(os.getpid(), signal.SIGKILL)\n")
+@pytest.mark.parametrize("dies", ["at once", "after handing over pieces", "while leaving a piece"])
+def test_a_load_worker_that_dies_leaves_its_pieces_to_the_run(estate, tmp_path, dies):
+    dying = SPLIT_EVERY_FILE + ("import os, pickle, signal\nfrom auditors import inputs\n"
+                                "read_share = inputs._read_share\n")
+    if dies == "at once":
+        dying += "inputs._read_share = lambda *args: os.kill(os.getpid(), signal.SIGKILL)\n"
+    elif dies == "after handing over pieces":
+        dying += ("done = []\n"
+                  "def read_then_die(*args):\n"
+                  "    done.append(1)\n"
+                  "    if len(done) > 3:\n"
+                  "        os.kill(os.getpid(), signal.SIGKILL)\n"
+                  "    return read_share(*args)\n"
+                  "inputs._read_share = read_then_die\n")
+    else:  # half a share in its file, and no word of it
+        dying += ("real_dump = pickle.dump\n"
+                  "def dump_half(share, handle, **kw):\n"
+                  "    handle.write(pickle.dumps(share)[:100])\n"
+                  "    handle.flush()\n"
+                  "    os.kill(os.getpid(), signal.SIGKILL)\n"
+                  "inputs.pickle = type('P', (), {'dump': staticmethod(dump_half), 'load': pickle.load,\n"
+                  "                               'UnpicklingError': pickle.UnpicklingError,\n"
+                  "                               'HIGHEST_PROTOCOL': pickle.HIGHEST_PROTOCOL})\n")
     one = scan(estate, tmp_path / "one", 1)
     three = scan(estate, tmp_path / "three", 3, prelude=dying)
     assert one.returncode == three.returncode == 0, three.stderr
     assert "[scan] reading role_assignments.jsonl in 3 processes" in three.stderr.splitlines()
     assert outputs(tmp_path / "one") == outputs(tmp_path / "three")
+
+
+def test_a_worker_hands_over_items_as_it_goes_and_those_sent_before_it_dies_stay_valid():
+    import signal
+    import time
+
+    from auditors.forking import Forked, WorkerFailed
+
+    def count_then_die(send):
+        for number in range(5):
+            send(number)
+        time.sleep(0.3)
+        send("x" * 10_000_000)  # cut short by the kill below
+        return "never"
+
+    worker = Forked.start(count_then_die, "a counting worker", sends=True)
+    time.sleep(0.2)
+    assert worker.received() == [0, 1, 2, 3, 4]  # before the worker has ended
+    assert worker.received() == []
+    time.sleep(0.2)
+    os.kill(worker.pid, signal.SIGKILL)
+    with pytest.raises(WorkerFailed, match=r"a counting worker ended without a result \(killed by signal 9\)"):
+        worker.result()
+    assert worker.received() == []  # the item cut short is not one
+    finished = Forked.start(lambda send: [send(n) for n in range(3)] and "done", "a worker", sends=True)
+    assert finished.result() == "done" and finished.received() == [0, 1, 2]
 
 
 @pytest.mark.parametrize("kernel_copy", ["works", "refused", "missing"])
@@ -288,10 +343,9 @@ def test_the_shares_in_order_then_the_tail_are_the_whole_run(shares):
 
 
 def _demo_inventory():
-    from auditors.model import Inventory
-    from tests.helpers import _as_loaded, demo_rows
+    from tests.helpers import demo_rows, snapshot_inventory
 
-    return Inventory.from_rows(_as_loaded(r) for r in demo_rows())
+    return snapshot_inventory(demo_rows())  # captured when the demo's manifest says, as `evaluate` reads it
 
 
 def test_a_worker_killed_while_it_sends_its_result_is_a_worker_failure():

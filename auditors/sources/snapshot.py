@@ -108,10 +108,12 @@ def snapshot_files(path: Path, report: LoadReport | None = None) -> list[Path]:
 
 
 class SplitRead(Protocol):
-    """A large JSON Lines file read in byte ranges: this process reads up to `head_end`, other processes the rest
+    """A large JSON Lines file read in byte ranges: this process reads the first ones, other processes the rest
     (see `auditors.inputs`)."""
 
-    head_end: int
+    def head_lengths(self) -> Iterable[int]:
+        """The lengths of the ranges this process reads, one after the other from the start of the file (asked
+        for one at a time, as it reads)."""
 
     def rest(self) -> tuple[Iterable[tuple[Any, Any]], dict[str, int]]:
         """Once the head's rows are taken in: the raw rows this process must still read after it (a share that
@@ -128,7 +130,7 @@ def iter_snapshot(path: str | Path, report: LoadReport | None = None,
     for file in snapshot_files(Path(path), report):
         report.files += 1
         split = splits.get(file) if splits else None
-        yielded = yield from _normalised(_raw_rows(file, split.head_end if split else None), report, tables)
+        yielded = yield from _normalised(_raw_rows(file, split.head_lengths() if split else None), report, tables)
         if split is not None:
             raws, taken = split.rest()
             yielded += yield from _normalised(raws, report, tables)
@@ -170,18 +172,17 @@ def _normalised(raws: Iterable[tuple[Any, Any]], report: LoadReport, tables: dic
 
 
 def unnumbered_rows_of_range(file: Path, start: int, stop: int, report: LoadReport) -> Iterator[dict]:
-    """The rows of one byte range of a JSON Lines file (from a line start after the first line to a line start),
-    as `iter_snapshot` yields them, without counting the lines before it: for a reader that never reports where
-    a row is (the parallel load's workers hand a share with any problem back to the run, which reads it again)."""
-    return _normalised(json_lines_range(file, start, stop, first_line=2), report, {})
+    """The rows of one byte range of a JSON Lines file (from a line start to a line start), as `iter_snapshot`
+    yields them, without counting the lines before it: for a reader that never reports where a row is (the
+    parallel load's workers hand a share with any problem back to the run, which reads it again)."""
+    return _normalised(json_lines_range(file, start, stop, first_line=1 if start == 0 else 2), report, {})
 
 
-def line_starts(file: Path, parts: int, first: int | None = None) -> list[int]:
-    """Byte offsets that cut a file into `parts` ranges, each at the start of a line: [0, ..., size]. The first
-    range ends near byte `first` (default: all about equal) and the others share the rest equally."""
+def line_starts(file: Path, parts: int) -> list[int]:
+    """Byte offsets that cut a file into `parts` ranges of about equal size, each at the start of a line:
+    [0, ..., size] (fewer ranges when lines are longer than a range)."""
     size = file.stat().st_size
-    first = size // parts if first is None else max(0, min(first, size))
-    cuts = [first + (size - first) * part // (parts - 1) for part in range(parts - 1)] if parts > 1 else []
+    cuts = [size * part // parts for part in range(1, parts)]
     offsets = [0]
     with file.open("rb") as handle:
         for cut in cuts:
@@ -245,9 +246,9 @@ def _is_empty_document(file: Path) -> bool:
 _BOM = b"\xef\xbb\xbf"
 
 
-def _raw_rows(file: Path, stop: int | None = None) -> Iterator[tuple[str, Any]]:
+def _raw_rows(file: Path, lengths: Iterable[int] | None = None) -> Iterator[tuple[str, Any]]:
     if file.suffix.lower() in STREAMED_SUFFIXES:
-        yield from _lines_of(file, stop)
+        yield from _lines_of(file, lengths)
         return
     try:
         size = file.stat().st_size
@@ -275,12 +276,24 @@ def _reason(exc: orjson.JSONDecodeError) -> str:
     return str(exc.msg).split(": line ")[0]
 
 
-def _lines_of(file: Path, stop: int | None = None) -> Iterator[tuple[str | tuple[Path, int], Any]]:
+def _lines_of(file: Path, lengths: Iterable[int] | None = None) -> Iterator[tuple[str | tuple[Path, int], Any]]:
+    """The records of the whole file, or of its ranges of these lengths one after the other from its start."""
     try:
         with file.open("rb") as handle:
-            yield from _json_lines(file, enumerate(handle if stop is None else _lines_until(handle, stop), start=1))
+            lines = handle if lengths is None else chain.from_iterable(_consecutive_ranges(handle, lengths))
+            yield from _json_lines(file, enumerate(lines, start=1))
     except OSError as exc:
         raise SnapshotError(f"{file}: cannot read: {exc.strerror or exc}") from None
+
+
+def _consecutive_ranges(handle, lengths: Iterable[int]) -> Iterator[Iterator[bytes]]:
+    """The lines of ranges of these lengths, one after the other from the start of the file. Each starts where the
+    last ended, not where the handle is: reading whole lines in blocks goes past a range's end."""
+    start = 0
+    for length in lengths:
+        handle.seek(start)
+        yield _lines_until(handle, length)
+        start += length
 
 
 def _looks_like_json_lines(data: bytes) -> bool:
