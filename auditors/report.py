@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from auditors.findings import EncodedFinding
 from auditors.rules import Rule, Severity, Status
@@ -12,16 +13,17 @@ from auditors.sinks.base import SinkStats
 
 PULL_VERDICT = "AKS-ACR-000"
 _RANK = {severity.value: severity.rank for severity in Severity}
+_WORST_ORDER = {Status.FAIL.value: 0, Status.UNKNOWN.value: 1}  # the pairs a summary lists, worst first
+WORST_LISTED = 10
 
 
-@dataclass
-class PairVerdict:
+class PairVerdict(NamedTuple):  # a tuple: a worker process sends thousands of them back
     cluster: str
     cluster_group: str
     registry: str
     status: str
     root_cause: str
-    message: str
+    message: str  # only where the summary shows it (a pair that cannot pull or is undecided)
 
 
 @dataclass
@@ -50,9 +52,10 @@ class Summary:
         elif status == Status.UNKNOWN and "groupGrants" in finding.Evidence:
             self.undecided_groups.update({g.get("group", "") for g in finding.Evidence["groupGrants"]})
         if finding.RuleId == PULL_VERDICT:
+            shown = status in _WORST_ORDER
             self.pairs[(finding.ClusterId.lower(), (finding.RegistryId or finding.RegistryName).lower())] = \
                 PairVerdict(finding.ClusterName, finding.ResourceGroup, finding.RegistryName, status,
-                            finding.Evidence.get("rootCause", ""), finding.Message)
+                            finding.Evidence.get("rootCause", "") if shown else "", finding.Message if shown else "")
 
     def close(self) -> SinkStats:
         return SinkStats(self.name, rows=self.findings)
@@ -65,6 +68,11 @@ class Summary:
         return Summary()
 
     def finish(self) -> Summary:
+        """What a worker sends back: its counts and pairs, with a message only on the pairs that may be among the
+        WORST_LISTED (a share's worst are the only candidates for the whole run's)."""
+        keep = {id(pair) for pair in self.worst_pairs(WORST_LISTED)}
+        self.pairs = {key: pair if id(pair) in keep or not pair.message else pair._replace(message="", root_cause="")
+                      for key, pair in self.pairs.items()}
         return self
 
     def discard(self, share: Summary) -> None:
@@ -90,11 +98,10 @@ class Summary:
     def fails_at_or_above(self, severity: Severity) -> int:
         return sum(n for s, n in self.fails_by_severity.items() if _RANK[s] >= severity.rank)
 
-    def worst_pairs(self, limit: int = 10) -> list[PairVerdict]:
+    def worst_pairs(self, limit: int = WORST_LISTED) -> list[PairVerdict]:
         """Pairs that cannot pull first, then undecided ones; by name within each."""
-        order = {Status.FAIL.value: 0, Status.UNKNOWN.value: 1}
-        bad = [p for p in self.pairs.values() if p.status in order]
-        return sorted(bad, key=lambda p: (order[p.status], p.cluster, p.registry, p.cluster_group))[:limit]
+        bad = [p for p in self.pairs.values() if p.status in _WORST_ORDER]
+        return sorted(bad, key=lambda p: (_WORST_ORDER[p.status], p.cluster, p.registry, p.cluster_group))[:limit]
 
     def pair_counts(self) -> Counter:
         return Counter(p.status for p in self.pairs.values())

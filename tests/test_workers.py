@@ -492,3 +492,26 @@ def test_the_findings_files_are_handed_to_the_disk_as_they_grow(tmp_path, monkey
                                                                                             "findings.csv")}
     assert len({fd for fd, _, _ in asked}) == (2 if kernel == "starts writing early" else 0)
     assert (tmp_path / "findings.jsonl").read_bytes().count(b"\n") == len(findings)
+
+
+def test_summaries_of_pieces_taken_over_in_order_list_the_same_worst_pairs_as_one():
+    import random
+    from types import SimpleNamespace
+
+    rng = random.Random(3)
+    verdicts = [SimpleNamespace(RuleId="AKS-ACR-000", Status=rng.choice(["Pass", "Fail", "Fail", "Unknown"]),
+                                Severity="High", Exempted=False, Evidence={"rootCause": f"AKS-ACR-00{n % 6}"},
+                                ClusterId=f"/subscriptions/s/resourceGroups/g{n % 3}/providers/x/clusters/c{n % 97}",
+                                ClusterName=f"c{n % 97}", ResourceGroup=f"g{n % 3}", RegistryId=f"/r/acr{n % 13}",
+                                RegistryName=f"acr{n % 13}", Message=f"message {n}")
+                for n in range(3000)]
+    whole, pieces = Summary(), [Summary().part(n) for n in range(7)]
+    for number, verdict in enumerate(verdicts):
+        whole.observe(verdict)
+        pieces[number * 7 // len(verdicts)].observe(verdict)
+    taken = Summary()
+    for piece in pieces:
+        taken.absorb(piece.finish())
+    assert taken.worst_pairs() == whole.worst_pairs() and len(whole.worst_pairs()) == 10
+    assert taken.pair_counts() == whole.pair_counts() and taken.counts == whole.counts
+    assert sum(1 for pair in taken.pairs.values() if pair.message) <= 7 * 10  # no other message travels
