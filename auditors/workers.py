@@ -71,6 +71,8 @@ def evaluate_and_deliver(evaluator: Evaluator, tracker: ChangeTracker, sinks: li
     claims = Claims(1 if processes == 1 else PIECES_PER_PROCESS * processes)
     workers: list[Forked] = []
     try:
+        if processes > 1:
+            evaluator.env.prepare()
         for index in range(1, processes):  # one at a time: if a fork fails, those started are stopped below
             workers.append(Forked.start(partial(_evaluate_pieces, evaluator, tracker, sinks, claims),
                                         f"worker process {index} of {processes - 1}"))

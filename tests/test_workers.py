@@ -515,3 +515,14 @@ def test_summaries_of_pieces_taken_over_in_order_list_the_same_worst_pairs_as_on
     assert taken.worst_pairs() == whole.worst_pairs() and len(whole.worst_pairs()) == 10
     assert taken.pair_counts() == whole.pair_counts() and taken.counts == whole.counts
     assert sum(1 for pair in taken.pairs.values() if pair.message) <= 7 * 10  # no other message travels
+
+
+def test_what_every_context_reads_is_worked_out_once_before_the_workers_start(estate, tmp_path):
+    counting = ("import os, sys\nfrom auditors import observed\nreal = observed.ObservedPulls.from_rows\n"
+                "def counted(*args, **kwargs):\n"
+                "    os.write(2, f'observed pulls worked out in {os.getpid()}\\n'.encode())\n"
+                "    return real(*args, **kwargs)\n"
+                "observed.ObservedPulls.from_rows = counted\n")
+    three = scan(estate, tmp_path / "three", 3, prelude=counting)
+    assert three.returncode == 0, three.stderr
+    assert three.stderr.count("observed pulls worked out in") == 1

@@ -53,6 +53,12 @@ class Environment:
         """Pulls Container Insights saw in the window that ends at `now`."""
         return ObservedPulls.from_rows(self.inventory.insights_rows, captured_at=self.now, lookback=self.pull_lookback)
 
+    def prepare(self) -> None:
+        """Work out now what every context reads, so that processes forked after this share it instead of each
+        working it out again (Container Insights' pulls alone take 0.2 s on the synthetic estate)."""
+        for analysis in ("roles", "principal_map", "group_members", "observed"):
+            getattr(self, analysis)
+
 
 def evaluate(rule: Rule, ctx) -> Result:
     """A rule's verdict on one context, with the engine-wide safeguards: a rule error is Unknown, never a lost
