@@ -39,6 +39,17 @@ def estate(tmp_path_factory) -> Path:
 SPLIT_EVERY_FILE = "import auditors.inputs\nauditors.inputs.SHARED_FILE_BYTES = 1\n"
 
 
+def saying(module: str, owner: str, line: str) -> str:
+    """A prelude after which `owner` (an attribute path in `module`) writes `line` on stderr (an f-string body over
+    the call's `args`, written in one piece whichever process calls it) each time before it does what it did."""
+    name = owner.replace(".", "_")
+    return (f"import os\nimport {module}\nreal_{name} = {module}.{owner}\n"
+            f"def saying_{name}(*args, **kwargs):\n"
+            f"    os.write(2, (f{line!r} + '\\n').encode())\n"
+            f"    return real_{name}(*args, **kwargs)\n"
+            f"{module}.{owner} = saying_{name}\n")
+
+
 def scan(snapshot: Path, out: Path, workers: int, *, prelude: str = "") -> subprocess.CompletedProcess:
     args = ["scan", "--snapshot", str(snapshot), "--out", str(out), "--workers", str(workers), "--run-id", RUN_ID,
             "--exemptions", str(snapshot.parent / "exemptions.yaml")]
@@ -197,13 +208,9 @@ def test_the_sinks_that_take_parts_are_the_local_ones():
 @pytest.mark.parametrize("workers_slowed", [False, True])
 def test_every_file_read_in_three_processes_loads_what_one_process_loads(estate, tmp_path, workers_slowed):
     # Every JSON Lines file is large enough to share; the role assignments are read in three, in 48 pieces.
-    counted = SPLIT_EVERY_FILE + (  # says when a worker's piece is taken in (not read again by the run)
-        "import sys, time\nfrom auditors import inputs\nfrom auditors.model import Inventory\n"
-        "absorb = Inventory.absorb_role_assignments\n"
-        "def counted(self, share, made=None):\n"
-        "    print(f'took in {share.rows} role assignment rows', file=sys.stderr)\n"
-        "    absorb(self, share, made)\n"
-        "Inventory.absorb_role_assignments = counted\n")
+    # Says when a worker's piece is taken in (not read again by the run).
+    counted = SPLIT_EVERY_FILE + "import time\nfrom auditors import inputs\n" + saying(
+        "auditors.model", "Inventory.absorb_role_assignments", "took in {args[1].rows} role assignment rows")
     if workers_slowed:  # so that the run's process reads pieces too, from the start of the file
         counted += ("read_share = inputs._read_share\n"
                     "def slowly(*args):\n"
@@ -446,17 +453,13 @@ def test_a_piece_taken_from_both_ends_is_written_once(estate, tmp_path):
     assert one.returncode == 0, one.stderr
     # Workers that never see the run's pieces as taken take every piece: the race at the meeting point, made
     # to happen on every piece the run's process evaluates.
-    prelude = ("import sys\nfrom auditors import forking\nfrom auditors.sinks.local import LocalFilesSink\n"
+    prelude = ("from auditors import forking\n"
                "real = forking.Claims.from_back\n"
                "def blind(self):\n"
                "    self._RUN = -1\n"
                "    return real(self)\n"
-               "forking.Claims.from_back = blind\n"
-               "discard = LocalFilesSink.discard\n"
-               "def said(self, finished):\n"
-               "    print('discarded a part', file=sys.stderr)\n"
-               "    discard(self, finished)\n"
-               "LocalFilesSink.discard = said\n")
+               "forking.Claims.from_back = blind\n") + saying("auditors.sinks.local", "LocalFilesSink.discard",
+                                                             "discarded a part")
     three = scan(estate, tmp_path / "three", 3, prelude=prelude)
     assert three.returncode == 0, three.stderr
     assert "discarded a part" in three.stderr
@@ -518,11 +521,7 @@ def test_summaries_of_pieces_taken_over_in_order_list_the_same_worst_pairs_as_on
 
 
 def test_what_every_context_reads_is_worked_out_once_before_the_workers_start(estate, tmp_path):
-    counting = ("import os, sys\nfrom auditors import observed\nreal = observed.ObservedPulls.from_rows\n"
-                "def counted(*args, **kwargs):\n"
-                "    os.write(2, f'observed pulls worked out in {os.getpid()}\\n'.encode())\n"
-                "    return real(*args, **kwargs)\n"
-                "observed.ObservedPulls.from_rows = counted\n")
+    counting = saying("auditors.observed", "ObservedPulls.from_rows", "observed pulls worked out in {os.getpid()}")
     three = scan(estate, tmp_path / "three", 3, prelude=counting)
     assert three.returncode == 0, three.stderr
     assert three.stderr.count("observed pulls worked out in") == 1
