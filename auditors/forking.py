@@ -144,7 +144,7 @@ class Forked:
             if len(data) < end:
                 break
             try:
-                kind, value = pickle.loads(memoryview(data)[start + _LENGTH.size:end])
+                kind, value = pickle.loads(data[start + _LENGTH.size:end])
             except Exception:  # garbage: only a dying worker sends that
                 break
             start = end
@@ -229,6 +229,10 @@ class Claims:
         return self.count - self._taken[:].count(0)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._handed_out)
+        """Once the workers are done (closing twice is harmless: the descriptor is not closed again, whatever
+        now has its number)."""
+        if self._handed_out >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._handed_out)
+            self._handed_out = -1
         self._taken.close()

@@ -525,3 +525,18 @@ def test_what_every_context_reads_is_worked_out_once_before_the_workers_start(es
     three = scan(estate, tmp_path / "three", 3, prelude=counting)
     assert three.returncode == 0, three.stderr
     assert three.stderr.count("observed pulls worked out in") == 1
+
+
+def test_pieces_closed_twice_leave_a_descriptor_that_reused_their_number_alone():
+    from auditors.forking import Claims
+
+    claims = Claims(4)
+    claims.close()
+    reader, writer = os.pipe()  # the lowest free numbers: those the claims had
+    try:
+        claims.close()
+        os.write(writer, b"still open")
+        assert os.read(reader, 10) == b"still open"
+    finally:
+        os.close(reader)
+        os.close(writer)
