@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from auditors import __version__
@@ -467,6 +469,12 @@ COMMANDS = {"rules": _rules, "snapshot": _snapshot, "run": _run, "evidence": _ev
             "scan": _scan, "explain": _explain, "report": _report_command}
 
 
+def _terminated(signum: int, _frame) -> None:
+    """SIGTERM (a CI job cancelled, a container stopped) ends the run as an error does: its workers are stopped,
+    its temporary files removed, the previous output left as it was; exit 143."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["emulate"]:
@@ -474,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # The Azure SDKs log every failed credential and retry at WARNING; the CLI reports problems itself, once.
     logging.getLogger("azure").setLevel(logging.ERROR)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         return COMMANDS[args.command](args)
     except _input_errors() as exc:  # unusable input, settings or credentials: one line, exit 2

@@ -89,17 +89,18 @@ class Forked:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent stops its workers
                 _die_with(parent)
                 with os.fdopen(writer, "wb") as out:
-                    def send(item: Any, kind: str = "item") -> None:
-                        _write_frame(out, (kind, item))
+                    def send(item: Any) -> None:
+                        out.write(_frame(("item", item)))
+                        out.flush()
                     try:
-                        outcome = ("done", work(send) if sends else work())
-                        code = 0
+                        last = _frame(("done", work(send) if sends else work()))  # a result that cannot be pickled
+                        code = 0                                                  # fails the work like an error
                     except BaseException as exc:  # reported to the parent, which fails its run
                         frames = traceback.extract_tb(exc.__traceback__)
                         where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" \
                             if frames else ""
-                        outcome = ("failed", f"{type(exc).__name__}: {exc}{where}")
-                    _write_frame(out, outcome)
+                        last = _frame(("failed", f"{type(exc).__name__}: {exc}{where}"))
+                    out.write(last)
             finally:
                 os._exit(code)
         os.close(writer)
@@ -170,11 +171,9 @@ class Forked:
 _LENGTH = struct.Struct("<Q")
 
 
-def _write_frame(out, message: tuple[str, Any]) -> None:
+def _frame(message: tuple[str, Any]) -> bytes:
     payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(_LENGTH.pack(len(payload)))
-    out.write(payload)
-    out.flush()
+    return _LENGTH.pack(len(payload)) + payload
 
 
 class Claims:

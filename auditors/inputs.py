@@ -110,7 +110,9 @@ def load_snapshot(snapshot: str | Path, progress: Progress, row_filter=None, pro
     splits: dict[Path, _SharedFile] = {}
     try:
         if processes > 1 and row_filter is None:
-            _share_large_files(snapshot, inventory, processes, splits)
+            unshared = _share_large_files(snapshot, inventory, processes, splits)
+            if unshared:
+                progress(unshared)
         if splits:
             progress(f"reading {', '.join(f.name for f in splits)} in {processes} processes")
         rows = iter_snapshot(snapshot, load, splits)
@@ -118,6 +120,8 @@ def load_snapshot(snapshot: str | Path, progress: Progress, row_filter=None, pro
     finally:
         for split in splits.values():
             split.stop()
+            for failure in split.failures:
+                progress(f"{failure}: its pieces were read by the run's own process")
     inventory.finish()
     progress("rows per table: " + ", ".join(f"{table} {count:,}" for table, count in sorted(load.tables.items())))
     if manifest:  # a captured snapshot carries what its collection missed, and when it was taken
@@ -145,16 +149,21 @@ PIECES_PER_PROCESS = 16
 
 
 def _share_large_files(snapshot: str | Path, inventory: Inventory, processes: int,
-                       splits: dict[Path, _SharedFile]) -> None:
+                       splits: dict[Path, _SharedFile]) -> str:
     """Start the workers of the largest JSON Lines file of role assignments, into `splits` (so the caller stops
     them whatever fails). Only role assignments are read by workers: on another file they would hand every share
-    back; and one file only, so that no more than `processes` run."""
+    back; and one file only, so that no more than `processes` run. Returns why it could not be shared, or ''."""
     sizes = {f: f.stat().st_size for f in snapshot_files(Path(snapshot))}
     large = sorted((f for f, size in sizes.items() if f.suffix.lower() in STREAMED_SUFFIXES
                     and size >= SHARED_FILE_BYTES), key=sizes.__getitem__, reverse=True)
     file = next((f for f in large if _starts_with_role_assignments(f)), None)
     if file is not None:
-        splits[file] = _SharedFile(file, inventory, line_starts(file, PIECES_PER_PROCESS * processes), processes - 1)
+        try:
+            splits[file] = _SharedFile(file, inventory, line_starts(file, PIECES_PER_PROCESS * processes),
+                                       processes - 1)
+        except OSError as exc:  # no folder for the workers' pieces, or no process to be had: one process reads it
+            return f"{file.name} is read in one process: {exc.strerror or exc}"
+    return ""
 
 
 def _starts_with_role_assignments(file: Path) -> bool:
@@ -178,34 +187,45 @@ class _SharedFile:
 
     def __init__(self, file: Path, inventory: Inventory, offsets: list[int], workers: int) -> None:
         self.file, self.inventory, self.offsets = file, inventory, offsets
+        # The workers leave each piece's share in a file here and send its name: through the pipe itself a share
+        # would wait, and hold its worker up, until this process is between two pieces of its own.
+        self.folder = Path(tempfile.mkdtemp(prefix="acr-audit-load-"))
         self.claims = Claims(len(offsets) - 1)
         self.workers: list[Forked] = []
         # piece -> its share and the role assignments made from it here (None: the run reads the piece itself)
         self.received: dict[int, tuple[RoleAssignmentShare, list] | None] = {}
-        # The workers leave each piece's share in a file here and say so: through the pipe itself a share would
-        # wait, and hold its worker up, until this process is between two pieces of its own.
-        self.folder = Path(tempfile.mkdtemp(prefix="acr-audit-load-"))
+        self.failures: list[str] = []  # workers that failed or died (their pieces are read here)
         try:
             for number in range(1, workers + 1):
                 self.workers.append(Forked.start(partial(_read_pieces, file, offsets, self.claims, self.folder),
                                                  f"reading {file.name} (worker {number} of {workers})", sends=True))
-        except BaseException:  # a fork failed: no worker is left behind
+        except BaseException:  # a fork failed: no worker is left behind (and the file is read in one process)
             self.stop()
             raise
 
     def head_lengths(self) -> Iterator[int]:
-        while (piece := self.claims.from_front()) is not None:
+        while True:
+            self._receive()  # between pieces: the workers' pieces so far, so that few are left for the end
+            piece = self.claims.from_front()
+            if piece is None:
+                return
             yield self.offsets[piece + 1] - self.offsets[piece]
-            self._receive()  # between pieces: the workers' pieces so far, so none is left to take in at the end
 
     def _receive(self, worker_ended: bool = False) -> None:
         for worker in self.workers:
             if worker_ended:
-                with contextlib.suppress(WorkerFailed):  # died (out of memory, killed): its pieces are read here
+                try:
                     worker.result()
+                except WorkerFailed as exc:  # died (out of memory, killed): its pieces are read here
+                    self.failures.append(str(exc))
             for piece, left in worker.received():
                 share = _take_share(left) if left else None
-                self.received[piece] = None if share is None else (share, Inventory.role_assignments_of(share))
+                if share is None or piece < self.claims.mine:  # read here (or it was, at the same moment)
+                    self.received[piece] = None
+                    continue
+                made = Inventory.role_assignments_of(share)
+                share.assignments = []  # kept once: as made
+                self.received[piece] = (share, made)
 
     def rest(self) -> tuple[Iterable[tuple[Any, Any]], dict[str, int]]:
         self._receive(worker_ended=True)
@@ -232,7 +252,7 @@ def _take_share(path: str) -> RoleAssignmentShare | None:
     try:
         with open(path, "rb") as handle:
             return pickle.load(handle)
-    except (OSError, pickle.UnpicklingError, EOFError):  # its worker died writing it: the run reads the piece
+    except (OSError, pickle.UnpicklingError, EOFError):  # cannot be read back (the disk): the run reads the piece
         return None
     finally:
         with contextlib.suppress(OSError):

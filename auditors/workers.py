@@ -39,7 +39,7 @@ def process_count(requested: int, clusters: int, sinks: list[FindingSink]) -> in
     """How many processes evaluate: `requested` (0: one per CPU, as `processes_for`, with at least
     CLUSTERS_PER_PROCESS clusters each), never more than there are clusters; 1 where forking is unsafe or a sink
     cannot take parts."""
-    if not all(hasattr(sink, "part") for sink in sinks):
+    if not all(hasattr(sink, "part") and hasattr(sink, "discard") for sink in sinks):
         return 1
     wanted = processes_for(requested)
     return max(1, min(wanted, clusters // CLUSTERS_PER_PROCESS if requested == 0 else clusters))
@@ -68,10 +68,12 @@ def evaluate_and_deliver(evaluator: Evaluator, tracker: ChangeTracker, sinks: li
     """Every finding (evaluated, marked against the previous run, carried forward) once through every sink; in one
     process that is one piece, then the tail, as with workers. If producing findings fails, every sink is
     aborted and the error propagates; a sink's own failure to close is its stats' error, not the others'."""
-    claims = Claims(1 if processes == 1 else PIECES_PER_PROCESS * processes)
+    # No more pieces than clusters (a piece is at least one), none at all in one process.
+    clusters = len(evaluator.inventory.clusters)
+    claims = Claims(max(processes, min(PIECES_PER_PROCESS * processes, clusters))) if processes > 1 else None
     workers: list[Forked] = []
     try:
-        if processes > 1:
+        if claims is not None:
             evaluator.env.prepare()
         for index in range(1, processes):  # one at a time: if a fork fails, those started are stopped below
             workers.append(Forked.start(partial(_evaluate_pieces, evaluator, tracker, sinks, claims),
@@ -97,12 +99,17 @@ def evaluate_and_deliver(evaluator: Evaluator, tracker: ChangeTracker, sinks: li
         abort_all(sinks)  # a sink's abort also removes the parts its workers left
         raise
     finally:
-        claims.close()
+        if claims is not None:
+            claims.close()
     return close_all(sinks)
 
 
-def _from_front(evaluator: Evaluator, claims: Claims, processes: int) -> Iterator[Finding]:
-    """In the run's process: the findings of the pieces it takes, in order, with progress."""
+def _from_front(evaluator: Evaluator, claims: Claims | None, processes: int) -> Iterator[Finding]:
+    """In the run's process: the findings of the pieces it takes, in order, with progress (in one process, every
+    finding: one piece)."""
+    if claims is None:
+        yield from evaluator.share(0, 1)
+        return
     last_report = time.monotonic()
     while (piece := claims.from_front()) is not None:
         yield from evaluator.share(piece, claims.count)

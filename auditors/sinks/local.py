@@ -116,7 +116,7 @@ _SYNC_FILE_RANGE_WRITE = 2
 def _sync_file_range():
     try:
         function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):  # not Linux: the fsync at the end does all the waiting
+    except (OSError, AttributeError, TypeError):  # not Linux (Windows: no CDLL(None)): the fsync does all the waiting
         return None
     function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
     return function
