@@ -139,7 +139,11 @@ def run_audit(settings: Settings, request: RunRequest, *, services: Services | N
     run = new_run(request)
     services = services or Services(settings, say)
     outcome = RunOutcome(run, RunRecord())
-    work = Path(tempfile.mkdtemp(prefix="acr-audit-"))  # this run's own scratch folder
+    try:
+        work = Path(tempfile.mkdtemp(prefix="acr-audit-"))  # this run's own scratch folder
+    except OSError as exc:
+        raise OutputFolderError(f"cannot make this run's scratch folder in {tempfile.gettempdir()}: "
+                                f"{exc.strerror or exc} (TMPDIR names another place)") from None
     recorder = RowRecorder(work) if settings.evidence else None
     errors: list[str] = []
     report: ReportSink | None = None

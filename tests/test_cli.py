@@ -304,6 +304,24 @@ def test_errors_that_help_are_one_line_and_exit_2(tmp_path, case, args, env, exp
     assert not (tmp_path / "out" / "findings.jsonl").exists()
 
 
+def test_no_room_for_the_runs_scratch_folder_is_one_line_and_exit_2(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = ("import errno, os, sys, tempfile\n"
+            "def full(*args, **kwargs):\n"
+            "    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
+            "tempfile.mkdtemp = full\n"
+            "from auditors.cli import main\n"
+            f"sys.exit(main(['scan', '--demo', '--out', {str(tmp_path / 'out')!r}, '--quiet']))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=60,
+                            env=_clean_env(tmp_path, PYTHONPATH=str(root)))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: cannot make this run's scratch folder in ") and \
+        result.stderr.rstrip().endswith("No space left on device (TMPDIR names another place)"), result.stderr
+    assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "out" / "findings.jsonl").exists()
+
+
 def test_a_closed_pipe_ends_quietly():
     result = subprocess.run(f"{sys.executable} -m auditors rules --json | head -1", shell=True, capture_output=True,
                             text=True, timeout=60)

@@ -22,7 +22,7 @@ FINDINGS_JSONL, FINDINGS_CSV, RUN_RECORD = "findings.jsonl", "findings.csv", "ru
 
 
 class OutputFolderError(ValueError):
-    """The output folder cannot be used; the message names it and why."""
+    """The output folder (or the run's scratch folder) cannot be used; the message names it and why."""
 
 
 def check_output_folder(out_dir: str | Path) -> Path:
