@@ -19,8 +19,9 @@ for evaluating; see auditors/workers.py); `--one-process-too` also scans with `-
 prints how much the processes gain. Memory counts the run's own process plus its largest worker (pages they share
 counted twice).
 
-Prints scan and load time against the parse baseline, peak memory against the parsed rows, findings size,
-AKS-ACR-001 verdicts with the Unknown share and its top reasons, AKS-ACR-000 pair verdicts and AKS-ACR-002
+Prints scan and load time against the parse baseline, the scan's CPU time (user + system, every process) against
+the parse's with its microseconds per finding (no target: a steadier figure on a shared machine), peak memory
+against the parsed rows, findings size, AKS-ACR-001 verdicts with the Unknown share and its top reasons, AKS-ACR-000 pair verdicts and AKS-ACR-002
 statuses, each against its target with PASS/MISS. `--repeat N` alternates baseline and scan N times and prints
 medians (ratios are taken pair by pair). `--growth` also scans the estate generated at 1/8, 1/4 and 1/2 of every
 size (N times each, the median kept) and prints rows -> seconds, seconds per million rows and MiB, the exponent
@@ -85,14 +86,14 @@ def child_baseline(estate: Path) -> dict:
                 if line.strip():
                     yield loads(line)
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     rows = fields = 0
     for path in files:
         counted = path.suffix == ".jsonl"  # manifest.json is parsed too, but it is no row
         for row in rows_of(path):  # parse and iterate, nothing kept
             rows += counted
             fields += len(row)
-    stream_seconds = time.perf_counter() - started
+    stream_seconds, stream_cpu = time.perf_counter() - started, _cpu_seconds() - cpu_started
 
     before = rss_mib()
     started = time.perf_counter()
@@ -102,8 +103,8 @@ def child_baseline(estate: Path) -> dict:
     hold_seconds = time.perf_counter() - started
     held_mib = rss_mib() - before
     return {"rows": rows, "files": len(files), "bytes": sum(p.stat().st_size for p in files),
-            "seconds": stream_seconds, "hold_seconds": hold_seconds, "held_mib": held_mib, "peak_mib": peak_mib(),
-            "fields": fields}
+            "seconds": stream_seconds, "cpu_seconds": stream_cpu, "hold_seconds": hold_seconds, "held_mib": held_mib,
+            "peak_mib": peak_mib(), "fields": fields}
 
 
 def child_scan(estate: Path, out: Path, workers: int) -> dict:
@@ -132,13 +133,13 @@ def child_scan(estate: Path, out: Path, workers: int) -> dict:
         return delivered
 
     pipeline.load_snapshot, pipeline.evaluate_and_deliver = timed_load, timed_deliver
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), _cpu_seconds()
     outcome = run_audit(Settings(out_dir=str(out), workers=workers), RunRequest("snapshot", snapshot=estate))
-    total = time.perf_counter() - began
+    total, cpu = time.perf_counter() - began, _cpu_seconds() - cpu_began
     summary = outcome.summary
     counts = {rule: dict(c) for rule, c in summary.counts.items()} if summary else {}
     findings = out / "findings.jsonl"
-    return {"seconds": total, "import_seconds": import_seconds, "load_seconds": timings.get("load"),
+    return {"seconds": total, "cpu_seconds": cpu, "import_seconds": import_seconds, "load_seconds": timings.get("load"),
             "prepare_seconds": timings.get("prepare"), "evaluate_deliver_seconds": timings.get("evaluate_deliver"),
             "peak_mib": peak_mib(), "peak_after_load_mib": timings.get("peak_after_load_mib"),
             "workers_peak_mib": peak_mib(resource.RUSAGE_CHILDREN), "processes": outcome.processes,
@@ -148,6 +149,12 @@ def child_scan(estate: Path, out: Path, workers: int) -> dict:
             "findings_bytes": findings.stat().st_size if findings.exists() else 0, "counts": counts,
             "pairs": outcome.pairs, "pair_verdicts": dict(summary.pair_counts()) if summary else {},
             "clusters": len(outcome.inventory.clusters), "registries": len(outcome.inventory.registries)}
+
+
+def _cpu_seconds() -> float:
+    """User and system time of this process and of the workers it has waited for."""
+    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
 
 
 # -- the parent ---------------------------------------------------------------------------------------------------
@@ -256,6 +263,11 @@ def report(args, work: Path, estate: Path) -> int:
               f"{median([s['evaluate_deliver_seconds'] or 0 for s in singles]):.2f}s, peak "
               f"{median([s['peak_mib'] for s in singles]):,.0f} MiB; {scans[-1]['processes']} processes: "
               f"{median(single_s) / median(scan_s):.2f}x faster")
+    cpu = [s["cpu_seconds"] / b["cpu_seconds"] for s, b in zip(scans, baselines, strict=True)]
+    print(f"  CPU (user + system, every process; steadier than wall time on a shared machine): scan "
+          f"{spread([s['cpu_seconds'] for s in scans])} s = {median(cpu):.2f}x the parse's "
+          f"{spread([b['cpu_seconds'] for b in baselines])} s; "
+          f"{median([s['cpu_seconds'] for s in scans]) / max(1, scan['findings']) * 1e6:.0f} µs per finding")
     per_finding = scan["findings_bytes"] / max(1, scan["findings"])
     targets.line("bytes per finding (findings.jsonl)",
                  f"{scan['findings']:,} findings, {per_finding:,.0f} B", f"<= {TARGET_BYTES_PER_FINDING} B",
