@@ -23,9 +23,10 @@ Prints scan and load time against the parse baseline, the scan's CPU time (user 
 the parse's with its microseconds per finding (no target: a steadier figure on a shared machine), peak memory
 against the parsed rows, findings size, AKS-ACR-001 verdicts with the Unknown share and its top reasons,
 AKS-ACR-000 pair verdicts and AKS-ACR-002 statuses, each against its target with PASS/MISS. `--repeat N`
-alternates baseline and scan N times and prints medians (ratios are taken pair by pair). `--growth` also scans the estate generated at 1/8, 1/4 and 1/2 of every
-size (N times each, the median kept) and prints rows -> seconds, seconds per million rows and MiB, the exponent
-between neighbouring sizes, and the growth exponent: the least-squares slope of log seconds over log rows.
+alternates baseline and scan N times and prints medians (ratios are taken pair by pair). `--growth` also scans
+the estate generated at 1/8, 1/4 and 1/2 of every size (N times each, the median kept) and prints rows ->
+seconds, seconds per million rows and MiB, the exponent between neighbouring sizes, and the growth exponent: the
+least-squares slope of log seconds over log rows.
 Imports are outside every timing (the scan child reports its import time separately).
 """
 
