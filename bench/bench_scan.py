@@ -20,7 +20,7 @@ prints how much the processes gain. Memory counts the run's own process plus its
 counted twice).
 
 Prints scan and load time against the parse baseline, the scan's CPU time (user + system, every process) against
-the parse's with its microseconds per finding (no target: a steadier figure on a shared machine), peak memory
+the parse's with its microseconds per finding (no target; it moves with the machine too), peak memory
 against the parsed rows, findings size, AKS-ACR-001 verdicts with the Unknown share and its top reasons,
 AKS-ACR-000 pair verdicts and AKS-ACR-002 statuses, each against its target with PASS/MISS. `--repeat N`
 alternates baseline and scan N times and prints medians (ratios are taken pair by pair). `--growth` also scans
@@ -265,7 +265,7 @@ def report(args, work: Path, estate: Path) -> int:
               f"{median([s['peak_mib'] for s in singles]):,.0f} MiB; {scans[-1]['processes']} processes: "
               f"{median(single_s) / median(scan_s):.2f}x faster")
     cpu = [s["cpu_seconds"] / b["cpu_seconds"] for s, b in zip(scans, baselines, strict=True)]
-    print(f"  CPU (user + system, every process; steadier than wall time on a shared machine): scan "
+    print(f"  CPU (user + system, summed over every process): scan "
           f"{spread([s['cpu_seconds'] for s in scans])} s = {median(cpu):.2f}x the parse's "
           f"{spread([b['cpu_seconds'] for b in baselines])} s; "
           f"{median([s['cpu_seconds'] for s in scans]) / max(1, scan['findings']) * 1e6:.0f} µs per finding")
