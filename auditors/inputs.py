@@ -219,8 +219,9 @@ class _SharedFile:
                 except WorkerFailed as exc:  # died (out of memory, killed): its pieces are read here
                     self.failures.append(str(exc))
             for piece, left in worker.received():
-                share = _take_share(left) if left else None
-                if share is None or piece < self.claims.mine:  # read here (or it was, at the same moment)
+                # A piece this process took too, at the same moment, is not read back (`stop` removes its file).
+                share = _take_share(left) if left and piece >= self.claims.mine else None
+                if share is None:  # read here
                     self.received[piece] = None
                     continue
                 made = Inventory.role_assignments_of(share)

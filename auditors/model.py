@@ -544,17 +544,16 @@ class Inventory:
 
     @staticmethod
     def role_assignments_of(share: RoleAssignmentShare) -> list[RoleAssignment]:
-        """A share's role assignments made again in this process (before `absorb_role_assignments` may take them:
-        making them is most of its work)."""
+        """A share's role assignments made again in this process, for `absorb_role_assignments` (making them is
+        most of taking a share in: done as shares arrive, not when their turn comes)."""
         intern = sys.intern
         return [RoleAssignment(assignment_id, intern(scope), principal_id, intern(principal_type), intern(role_guid),
                                condition)
                 for assignment_id, scope, principal_id, principal_type, role_guid, condition in share.assignments]
 
-    def absorb_role_assignments(self, share: RoleAssignmentShare, made: list[RoleAssignment] | None = None) -> None:
+    def absorb_role_assignments(self, share: RoleAssignmentShare, made: list[RoleAssignment]) -> None:
         """A share's role assignments (`made` from it by `role_assignments_of`), as if its rows had been added
         here, now. What `_keep_assignment` does, in bulk: half its time per row, on the load's critical path."""
-        made = self.role_assignments_of(share) if made is None else made
         self._assignments.extend(made)
         by_scope = self.group_assignments_by_scope
         for assignment in made:

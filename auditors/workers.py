@@ -113,23 +113,18 @@ def _from_front(evaluator: Evaluator, claims: Claims | None, processes: int) -> 
     last_report = time.monotonic()
     while (piece := claims.from_front()) is not None:
         yield from evaluator.share(piece, claims.count)
-        if evaluator.progress and processes > 1 and time.monotonic() - last_report > 2:
+        if evaluator.progress and time.monotonic() - last_report > 2:
             last_report = time.monotonic()
             evaluator.progress(f"evaluated or under way: {claims.taken()}/{claims.count} pieces of the clusters, in "
                                f"{processes} processes")
 
 
 def _evaluate_pieces(evaluator: Evaluator, tracker: ChangeTracker, sinks: list, claims: Claims) -> list[PieceDone]:
-    """In a worker: pieces from the back into parts of the sinks (copies of the run's objects, made by the fork)."""
+    """In a worker: pieces from the back into parts of the sinks (copies of the run's objects, made by the fork).
+    If it fails, the run aborts its sinks, which removes every part a worker left."""
     done: list[PieceDone] = []
-    try:
-        while (piece := claims.from_back()) is not None:
-            done.append(_evaluate_piece(evaluator, tracker, sinks, claims, piece))
-    except BaseException:
-        for finished in done:  # the run fails: what this worker finished is not taken over
-            for sink, part in zip(sinks, finished.parts, strict=True):
-                sink.discard(part)
-        raise
+    while (piece := claims.from_back()) is not None:
+        done.append(_evaluate_piece(evaluator, tracker, sinks, claims, piece))
     return done
 
 
@@ -140,11 +135,7 @@ def _evaluate_piece(evaluator: Evaluator, tracker: ChangeTracker, sinks: list, c
     tracker.counts = ChangeCounts()
     parts = [sink.part(piece) for sink in sinks]
     seen: list[str] = []
-    try:
-        feed(tracker.mark(evaluator.share(piece, claims.count), seen), parts)
-    except BaseException:
-        abort_all(parts)
-        raise
+    feed(tracker.mark(evaluator.share(piece, claims.count), seen), parts)
     after = evaluator.exemptions.match_counts if evaluator.exemptions is not None else ()
     return PieceDone(piece, [part.finish() for part in parts], evaluator.pair_count - pairs,
                      evaluator.unpaired_clusters - unpaired, tracker.counts, seen,
